@@ -1,0 +1,36 @@
+# make train: train the README's default config (t5_tiny on the embedded corpus) into ./workdir.
+# make test:  lint + the whole test suite. Both create .venv and install lmx on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= configs/t5_tiny.py
+WORKDIR ?= workdir
+ARGS ?=
+
+.PHONY: train test lint format bench clean
+
+$(BIN)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[test]'
+	touch $@
+
+train: $(BIN)/.installed
+	$(BIN)/python -m lmx.train --config=$(CONFIG) --workdir=$(WORKDIR) $(ARGS)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+format: $(BIN)/.installed
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(BIN)/.installed
+	$(BIN)/python -m lmx.bench --config=$(CONFIG) $(ARGS)
+
+clean:
+	rm -rf $(VENV) $(WORKDIR)

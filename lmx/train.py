@@ -1,0 +1,302 @@
+"""python -m lmx.train --config=configs/t5_tiny.py --workdir=DIR [--config.a.b=value ...]
+
+The loop, in data-flow order: mesh -> data -> model and optimizer -> shapes and shardings -> restore -> loop.
+Running the same command again resumes from the latest complete checkpoint in DIR.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import sys
+import time
+
+import flax.linen as nn
+import jax
+import ml_collections
+import optax
+
+from lmx import checkpoint, config_lib, metrics, objectives, optim, sharding, step
+from lmx.config_lib import ConfigError
+from lmx.data import pipeline, tasks, vocab
+from lmx.models import build_model
+
+
+def validate(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Refuses a config that cannot work, before any data is read or anything is compiled."""
+    mesh_sizes = sharding.mesh_shape(config.mesh, jax.device_count())
+    rules = sharding.rules_of(config)
+    dp = 1
+    for axis in sharding.mesh_axes_of("batch", rules):
+        dp *= mesh_sizes[axis]
+    t = config.train
+    if t.steps <= 0:
+        raise ConfigError(f"config.train.steps={t.steps} must be positive")
+    if t.batch_size % dp:
+        raise ConfigError(
+            f"config.train.batch_size={t.batch_size} is not divisible by the data-parallel size {dp} "
+            f"(mesh {mesh_sizes}); use a multiple of {dp}"
+        )
+    if t.microbatches < 1 or t.batch_size % (t.microbatches * dp):
+        raise ConfigError(
+            f"config.train.microbatches={t.microbatches} must divide batch_size={t.batch_size} into microbatches "
+            f"that are multiples of the data-parallel size {dp}"
+        )
+    if t.batch_size % jax.process_count():
+        raise ConfigError(
+            f"config.train.batch_size={t.batch_size} is not divisible by the {jax.process_count()} processes"
+        )
+    if config.data.objective not in objectives.OBJECTIVES:
+        raise ConfigError(
+            f"config.data.objective={config.data.objective!r} is unknown; choose one of {sorted(objectives.OBJECTIVES)}"
+        )
+    fits = objectives.OBJECTIVE_MODELS[config.data.objective]
+    if config.model.name not in fits:
+        raise ConfigError(
+            f"config.data.objective={config.data.objective!r} needs a model in {list(fits)}, "
+            f"not config.model.name={config.model.name!r}"
+        )
+    longest = max(config.data.inputs_length, config.data.targets_length)
+    if longest > config.model.max_length:
+        raise ConfigError(
+            f"sequence length {longest} is over config.model.max_length={config.model.max_length}; "
+            "shorten config.data.inputs_length/targets_length or raise max_length"
+        )
+    latest = checkpoint.latest_step(workdir)
+    if latest is not None:
+        checkpoint.check_compatible(workdir, latest, config.model)
+
+
+def count_params(params) -> int:
+    return sum(x.size for x in jax.tree.leaves(params))
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything the loop needs, built and checked before anything is compiled."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    mesh: jax.sharding.Mesh
+    rules: sharding.Rules
+    model: nn.Module
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    loss_fn: object
+    init_fn: object
+    init_key: jax.Array
+    dropout_key: jax.Array
+    abstract_state: step.TrainState
+    state_shardings: step.TrainState
+    batch_sharding: jax.sharding.NamedSharding
+    train_iter: pipeline.DataIterator
+    eval_dataset: object
+    num_params: int
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
+    """Mesh, data, model, optimizer, shapes and shardings. Raises ValueError/FileNotFoundError on bad input,
+    having written nothing into `workdir`."""
+    workdir = os.path.abspath(workdir)
+    validate(config, workdir)
+
+    # Mesh.
+    mesh = sharding.make_mesh(config.mesh)
+    rules = sharding.rules_of(config)
+
+    # Data: the vocabulary must fit the embedding before anything is built.
+    vocabulary = vocab.get_vocabulary(config.data)
+    if vocabulary.vocab_size > config.model.vocab_size:
+        raise ConfigError(
+            f"the vocabulary has {vocabulary.vocab_size} ids (pieces + {config.data.extra_ids} sentinels) but "
+            f"config.model.vocab_size={config.model.vocab_size}; set vocab_size >= {vocabulary.vocab_size}"
+        )
+    pipeline.configure_tensorflow()
+    train_iter = pipeline.make_iterator(config, split="train", shuffle=True)
+    eval_dataset = None
+    if config.train.eval_steps > 0:
+        eval_dataset = pipeline.make_dataset(
+            config.data,
+            split="validation",
+            local_batch_size=config.train.batch_size // jax.process_count(),
+            shuffle=False,
+            shard_index=jax.process_index(),
+            num_shards=jax.process_count(),
+        )
+
+    # Model and optimizer.
+    model = build_model(config.model)
+    tx, schedule = optim.make_optimizer(config.optim, config.train.steps)
+    loss_fn = objectives.get_objective(config.data.objective)
+    init_inputs = objectives.init_inputs(config.model.name, config.data)
+
+    # Shapes and shardings: nothing is allocated until the jitted init writes straight into its shardings.
+    root_key = jax.random.key(config.train.seed)
+    init_key, dropout_key = jax.random.fold_in(root_key, 0), jax.random.fold_in(root_key, 1)
+    init_fn = functools.partial(step.init_state, model=model, tx=tx, init_batch=init_inputs)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        boxed = jax.eval_shape(functools.partial(step.init_params, model=model, init_batch=init_inputs), init_key)
+        abstract_state = jax.eval_shape(init_fn, init_key)
+    param_shardings = sharding.param_shardings(boxed, mesh, rules)
+    state_shardings = step.TrainState(
+        step=sharding.replicated(mesh),
+        params=param_shardings,
+        opt_state=sharding.mirror_shardings(abstract_state.opt_state, abstract_state.params, param_shardings, mesh),
+    )
+    return Run(
+        config=config,
+        workdir=workdir,
+        mesh=mesh,
+        rules=rules,
+        model=model,
+        tx=tx,
+        schedule=schedule,
+        loss_fn=loss_fn,
+        init_fn=init_fn,
+        init_key=init_key,
+        dropout_key=dropout_key,
+        abstract_state=abstract_state,
+        state_shardings=state_shardings,
+        batch_sharding=sharding.batch_sharding(mesh, rules),
+        train_iter=train_iter,
+        eval_dataset=eval_dataset,
+        num_params=count_params(abstract_state.params),
+    )
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the last eval metrics."""
+    return loop(setup(config, workdir))
+
+
+def loop(run: Run) -> dict[str, float]:
+    """Restore or initialise, then step, log, evaluate and checkpoint until config.train.steps."""
+    config, workdir, mesh = run.config, run.workdir, run.mesh
+    is_lead = jax.process_index() == 0
+    writer = metrics.MetricWriter(workdir, enabled=is_lead)
+    if is_lead:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json(indent=2))
+
+    # Restore or initialise.
+    manager = checkpoint.make_manager(workdir, config.checkpoint)
+    start = manager.latest_step()
+    if start is not None:
+        state = checkpoint.restore(manager, start, run.abstract_state, run.state_shardings, run.train_iter)
+        writer.text(f"Resumed from {checkpoint.checkpoint_dir(workdir)}/{start}")
+    else:
+        with jax.set_mesh(mesh), nn.logical_axis_rules(run.rules):
+            state = jax.jit(run.init_fn, out_shardings=run.state_shardings)(run.init_key)
+        start = 0
+    tokens_per_step = config.train.batch_size * sum(tasks.task_feature_lengths(config.data).values())
+    writer.text(
+        f"model {config.model.name}: {run.num_params:,} parameters ({run.num_params / 1e6:.1f}M); "
+        f"mesh {dict(mesh.shape)}; {tokens_per_step:,} tokens per step; "
+        f"{jax.device_count()} {jax.devices()[0].platform} devices in {jax.process_count()} processes"
+    )
+
+    # The jitted steps: static parts bound with partial, shardings explicit, the old state donated.
+    replicated = sharding.replicated(mesh)
+    train_step = jax.jit(
+        functools.partial(
+            step.train_step,
+            model=run.model,
+            tx=run.tx,
+            schedule=run.schedule,
+            loss_fn=run.loss_fn,
+            train_config=config.train,
+        ),
+        in_shardings=(run.state_shardings, run.batch_sharding, replicated),
+        out_shardings=(run.state_shardings, replicated),
+        donate_argnums=(0,),
+    )
+    eval_step = jax.jit(
+        functools.partial(step.eval_step, model=run.model, loss_fn=run.loss_fn, train_config=config.train),
+        in_shardings=(run.state_shardings.params, run.batch_sharding),
+        out_shardings=replicated,
+    )
+
+    def evaluate(params) -> dict[str, float]:
+        # The validation stream restarts each time, so every evaluation sees the same batches.
+        totals: dict[str, float] = {}
+        eval_iter = pipeline.DataIterator(run.eval_dataset)
+        for _ in range(config.train.eval_steps):
+            batch = sharding.global_batch_from_host(next(eval_iter), run.batch_sharding)
+            for name, value in metrics.to_python(eval_step(params, batch)).items():
+                totals[name] = totals.get(name, 0.0) + value
+        return step.finalize_eval(totals)
+
+    # The loop.
+    total = config.train.steps
+    eval_metrics: dict[str, float] = {}
+    if start >= total:
+        writer.text(f"Training already complete: checkpoint at step {start} >= config.train.steps={total}")
+    bar = metrics.progress_bar(start, total, enabled=is_lead and config.train.progress_bar)
+    throughput = metrics.Throughput(start)
+    current = start
+    first_step_started = time.perf_counter()
+    with jax.set_mesh(mesh), nn.logical_axis_rules(run.rules):
+        while current < total:
+            batch = sharding.global_batch_from_host(next(run.train_iter), run.batch_sharding)
+            state, train_metrics = train_step(state, batch, run.dropout_key)
+            current += 1
+            bar.update(1)
+            if current == start + 1:
+                jax.block_until_ready(train_metrics)
+                writer.text(f"First step (compile + run) took {time.perf_counter() - first_step_started:.1f}s")
+                throughput = metrics.Throughput(current)
+            if current % config.train.log_every == 0 or current == total:
+                values = metrics.to_python(train_metrics)
+                values.update(throughput.update(current, tokens_per_step))
+                writer.write(current, values, prefix="train")
+                bar.set_postfix(loss=f"{values['loss']:.3f}", tok_s=f"{values['tokens_per_s']:.0f}")
+            if run.eval_dataset is not None and (
+                (config.train.eval_every and current % config.train.eval_every == 0) or current == total
+            ):
+                eval_metrics = evaluate(state.params)
+                writer.write(current, eval_metrics, prefix="eval")
+                throughput = metrics.Throughput(current)  # keep evaluation time out of the train rate
+            if current % config.checkpoint.every_steps == 0 or current == total:
+                checkpoint.save(manager, current, state, run.train_iter, config)
+    bar.close()
+    manager.wait_until_finished()
+    manager.close()
+    writer.close()
+    return eval_metrics
+
+
+def main(argv) -> None:
+    from absl import flags, logging
+
+    del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
+    config = flags.FLAGS.config
+    workdir = flags.FLAGS.workdir
+    try:
+        run = setup(config, workdir)
+    except (ValueError, FileNotFoundError) as e:  # bad input found before compiling: one line, nothing written
+        print(f"lmx.train: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    loop(run)
+
+
+def run() -> None:
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    try:
+        config_lib.check_overrides(sys.argv[1:])
+    except ConfigError as e:
+        print(f"lmx.train: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+    config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:arg]).", lock_config=True)
+    flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl, TensorBoard and config.json.")
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
+

@@ -1,0 +1,131 @@
+"""End to end: the real CLI trains t5_tiny on real text with falling loss, evaluates, checkpoints, and a second
+invocation resumes where the first stopped. Bad input stops before compiling, with one line and exit status 2,
+leaving the workdir as it was."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from lmx import config_lib, train
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _cli(args, cache_dir, devices=1):
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["LMX_CACHE_DIR"] = str(cache_dir)
+    return subprocess.run(
+        [sys.executable, "-m", "lmx.train", "--config=configs/t5_tiny.py", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def _snapshot(path: pathlib.Path):
+    return sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def trained(shared_data, tmp_path_factory):
+    """Two invocations of the CLI on Gutenberg text: 40 steps, then the same command extended to 60 steps."""
+    workdir = tmp_path_factory.mktemp("workdir")
+    cache = tmp_path_factory.mktemp("cache")
+    common = [
+        f"--workdir={workdir}",
+        "--config.data.corpus=text_files",
+        f"--config.data.text_files={shared_data}/pretrain/gutenberg/c*.txt",
+        "--config.data.vocab_pieces=1000",
+        "--config.model.vocab_size=1152",
+        "--config.train.batch_size=16",
+        "--config.train.log_every=10",
+        "--config.train.eval_every=20",
+        "--config.train.eval_steps=2",
+        "--config.train.progress_bar=false",
+        "--config.optim.warmup_steps=10",
+        "--config.optim.learning_rate=0.005",
+        "--config.checkpoint.every_steps=20",
+    ]
+    first = _cli([*common, "--config.train.steps=40"], cache)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = _cli([*common, "--config.train.steps=60"], cache)
+    assert second.returncode == 0, second.stderr[-3000:]
+    events = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return workdir, cache, first, second, events, common
+
+
+def test_loss_falls_and_run_evaluates(trained):
+    _, _, first, _, events, _ = trained
+    train_losses = [e["train/loss"] for e in events if "train/loss" in e]
+    assert train_losses[-1] < train_losses[0] - 1.0, train_losses
+    evals = [e for e in events if "eval/loss" in e]
+    assert [e["step"] for e in evals] == [20, 40, 60]
+    assert evals[-1]["eval/loss"] < evals[0]["eval/loss"]
+    for key in ("eval/accuracy", "eval/perplexity", "train/learning_rate", "train/tokens_per_s"):
+        assert any(key in e for e in events), key
+    assert "parameters" in first.stdout
+
+
+def test_second_invocation_resumes(trained):
+    workdir, _, _, second, events, _ = trained
+    assert f"Resumed from {workdir}/checkpoints/40" in second.stdout
+    steps = [e["step"] for e in events if "train/loss" in e]
+    assert steps == [10, 20, 30, 40, 50, 60]  # nothing repeated, nothing skipped
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["20", "40", "60"]
+    saved = json.loads((workdir / "config.json").read_text())
+    assert saved["train"]["steps"] == 60
+
+
+def test_checkpoint_of_another_model_is_refused(trained):
+    workdir, cache, _, _, _, common = trained
+    before = _snapshot(workdir)
+    result = _cli([*common, "--config.train.steps=80", "--config.model.embed_dim=64"], cache)
+    assert result.returncode == 2
+    error = result.stderr.strip().splitlines()[-1]
+    assert "different model" in error and "embed_dim" in error and "--workdir" in error
+    assert _snapshot(workdir) == before
+
+
+def test_unknown_key_lists_valid_keys(tmp_path):
+    result = _cli([f"--workdir={tmp_path}/w", "--config.train.stepz=3"], tmp_path)
+    assert result.returncode == 2
+    error = result.stderr.strip().splitlines()[-1]
+    assert "config.train.stepz" in error and "'steps'" in error
+    assert not (tmp_path / "w").exists()
+
+
+def _tiny(tmp_path, **overrides):
+    config = config_lib.load_config_file(str(REPO / "configs/t5_tiny.py"))
+    for path, value in overrides.items():
+        node = config
+        *parents, leaf = path.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"mesh.data": 3, "mesh.fsdp": 1}, r"config.mesh=.*has 3 devices but 8 are available"),
+        ({"train.batch_size": 12}, r"batch_size=12 is not divisible by the data-parallel size 8"),
+        ({"data.corpus": "text_files", "data.text_files": "/nonexistent/*.txt"}, r"/nonexistent/\*.txt"),
+        ({"data.vocab_path": "/nonexistent/spm.model"}, r"/nonexistent/spm.model"),
+        ({"data.objective": "mlm"}, r"objective='mlm'"),
+        ({"data.inputs_length": 8192}, r"max_length"),
+    ],
+)
+def test_bad_input_stops_before_writing(tmp_path, monkeypatch, overrides, match):
+    monkeypatch.setenv("LMX_CACHE_DIR", str(tmp_path / "cache"))
+    workdir = tmp_path / "w"
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        train.setup(_tiny(tmp_path, **overrides), str(workdir))
+    assert not workdir.exists()
