@@ -88,8 +88,11 @@ def check_compatible(workdir: str, step: int, model_config) -> None:
     """Refuses (before compiling) to resume a checkpoint of a different architecture."""
     saved = saved_config(workdir, step)["model"]
     current = json.loads(model_config.to_json())
-    diffs = [f"{k}: checkpoint {saved.get(k)!r} vs config {current[k]!r}" for k in ARCHITECTURE_FIELDS
-             if _normal(saved.get(k)) != _normal(current[k])]
+    diffs = [
+        f"{k}: checkpoint {saved.get(k)!r} vs config {current[k]!r}"
+        for k in ARCHITECTURE_FIELDS
+        if _normal(saved.get(k)) != _normal(current[k])
+    ]
     if diffs:
         raise ValueError(
             f"{checkpoint_dir(workdir)} holds a checkpoint (step {step}) of a different model ({'; '.join(diffs)}); "

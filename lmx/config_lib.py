@@ -79,6 +79,7 @@ def base_config() -> ml_collections.ConfigDict:
     t.eval_every = 1000  # steps between evaluations; 0 disables periodic evaluation
     t.eval_steps = 20  # batches per evaluation
     t.progress_bar = True  # show a tqdm progress bar with steps/s, tokens/s and ETA
+    t.on_nonfinite = "stop"  # stop | skip: a non-finite loss or gradient norm stops the run, or skips the update
 
     c.optim = o = ml_collections.ConfigDict()
     o.name = "adafactor"  # adamw | adafactor (lmx.optim.OPTIMIZERS)

@@ -144,6 +144,5 @@ def host_local_batch_size(global_batch: int) -> int:
 def global_batch_from_host(local_batch: Mapping[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
     """Assembles each process's rows into global jax.Arrays laid out with `sharding` (no cross-host copy)."""
     return {
-        name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
-        for name, value in local_batch.items()
+        name: jax.make_array_from_process_local_data(sharding, np.asarray(value)) for name, value in local_batch.items()
     }

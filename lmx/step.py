@@ -93,15 +93,23 @@ def train_step(
 
     tokens = jnp.maximum(sums["tokens"], 1.0)
     grads = jax.tree.map(lambda g: g / tokens, grads)
+    grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    # A non-finite loss or gradient never reaches the state: the update is dropped (the step still counts, its
+    # batch is consumed). With on_nonfinite="stop" the loop then stops the run, naming the step.
+    finite = jnp.isfinite(sums["loss"]) & jnp.isfinite(grad_norm)
+    params, opt_state = jax.tree.map(
+        lambda new, old: jnp.where(finite, new, old), (params, opt_state), (state.params, state.opt_state)
+    )
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
 
     metrics = {name: value / tokens for name, value in sums.items() if name != "tokens"}
     metrics.update(
         tokens=sums["tokens"],
         learning_rate=schedule(state.step),
-        grad_norm=optax.global_norm(grads),
+        grad_norm=grad_norm,
+        nonfinite=1.0 - finite.astype(jnp.float32),
         update_norm=optax.global_norm(updates),
         param_norm=optax.global_norm(params),
     )

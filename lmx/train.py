@@ -18,9 +18,16 @@ import ml_collections
 import optax
 
 from lmx import checkpoint, config_lib, metrics, objectives, optim, sharding, step
+from lmx import preemption as preemption_lib
 from lmx.config_lib import ConfigError
 from lmx.data import pipeline, tasks, vocab
 from lmx.models import build_model
+
+# Exit statuses (documented in the README): 0 done, 2 bad input (nothing written), 3 stopped on a non-finite
+# loss or gradient (no checkpoint of it), 143 = 128 + SIGTERM: preempted after writing a checkpoint.
+EXIT_BAD_INPUT = 2
+EXIT_NONFINITE = 3
+EXIT_PREEMPTED = 143
 
 
 def validate(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -112,7 +119,6 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
             f"the vocabulary has {vocabulary.vocab_size} ids (pieces + {config.data.extra_ids} sentinels) but "
             f"config.model.vocab_size={config.model.vocab_size}; set vocab_size >= {vocabulary.vocab_size}"
         )
-    pipeline.configure_tensorflow()
     train_iter = pipeline.make_iterator(config, split="train", shuffle=True)
     eval_dataset = None
     if config.train.eval_steps > 0:
@@ -234,36 +240,80 @@ def loop(run: Run) -> dict[str, float]:
         writer.text(f"Training already complete: checkpoint at step {start} >= config.train.steps={total}")
     bar = metrics.progress_bar(start, total, enabled=is_lead and config.train.progress_bar)
     throughput = metrics.Throughput(start)
+    guard = NonFiniteGuard(config.train.on_nonfinite)
+    preemption = preemption_lib.PreemptionWatcher()
     current = start
     first_step_started = time.perf_counter()
-    with jax.set_mesh(mesh), nn.logical_axis_rules(run.rules):
-        while current < total:
-            batch = sharding.global_batch_from_host(next(run.train_iter), run.batch_sharding)
-            state, train_metrics = train_step(state, batch, run.dropout_key)
-            current += 1
-            bar.update(1)
-            if current == start + 1:
-                jax.block_until_ready(train_metrics)
-                writer.text(f"First step (compile + run) took {time.perf_counter() - first_step_started:.1f}s")
-                throughput = metrics.Throughput(current)
-            if current % config.train.log_every == 0 or current == total:
-                values = metrics.to_python(train_metrics)
-                values.update(throughput.update(current, tokens_per_step))
-                writer.write(current, values, prefix="train")
-                bar.set_postfix(loss=f"{values['loss']:.3f}", tok_s=f"{values['tokens_per_s']:.0f}")
-            if run.eval_dataset is not None and (
-                (config.train.eval_every and current % config.train.eval_every == 0) or current == total
-            ):
-                eval_metrics = evaluate(state.params)
-                writer.write(current, eval_metrics, prefix="eval")
-                throughput = metrics.Throughput(current)  # keep evaluation time out of the train rate
-            if current % config.checkpoint.every_steps == 0 or current == total:
-                checkpoint.save(manager, current, state, run.train_iter, config)
-    bar.close()
-    manager.wait_until_finished()
-    manager.close()
-    writer.close()
+    try:
+        with jax.set_mesh(mesh), nn.logical_axis_rules(run.rules):
+            while current < total:
+                batch = sharding.global_batch_from_host(next(run.train_iter), run.batch_sharding)
+                state, train_metrics = train_step(state, batch, run.dropout_key)
+                current += 1
+                guard.add(current, train_metrics)
+                bar.update(1)
+                if current == start + 1:
+                    jax.block_until_ready(train_metrics)
+                    writer.text(f"First step (compile + run) took {time.perf_counter() - first_step_started:.1f}s")
+                    throughput = metrics.Throughput(current)
+                preempted = preemption.reached(current)
+                if current % config.train.log_every == 0 or current in (1, total):  # step 1: the initial loss
+                    guard.check()
+                    values = metrics.to_python(train_metrics)
+                    values.update(throughput.update(current, tokens_per_step))
+                    writer.write(current, values, prefix="train")
+                    bar.set_postfix(loss=f"{values['loss']:.3f}", tok_s=f"{values['tokens_per_s']:.0f}")
+                if run.eval_dataset is not None and (
+                    (config.train.eval_every and current % config.train.eval_every == 0) or current == total
+                ):
+                    eval_metrics = evaluate(state.params)
+                    writer.write(current, eval_metrics, prefix="eval")
+                    throughput = metrics.Throughput(current)  # keep evaluation time out of the train rate
+                if current % config.checkpoint.every_steps == 0 or current == total or preempted:
+                    guard.check()  # never checkpoint a state that followed a non-finite step
+                    checkpoint.save(manager, current, state, run.train_iter, config)
+                if preempted:
+                    writer.text(f"Preempted (SIGTERM): checkpoint written at step {current}; exiting")
+                    break
+    finally:
+        bar.close()
+        manager.wait_until_finished()
+        manager.close()
+        writer.close()
+        preemption.close()
+    if preemption.received:
+        raise preemption_lib.Preempted(current)
     return eval_metrics
+
+
+class NonFinite(RuntimeError):
+    """The run produced a non-finite loss or gradient norm and config.train.on_nonfinite == "stop"."""
+
+
+class NonFiniteGuard:
+    """Watches each step's `nonfinite` flag without a host sync per step: flags are read at check points."""
+
+    def __init__(self, mode: str):
+        if mode not in ("stop", "skip"):
+            raise ConfigError(f"config.train.on_nonfinite={mode!r} is unknown; choose 'stop' or 'skip'")
+        self.mode = mode
+        self._pending: list[tuple[int, dict]] = []
+
+    def add(self, step_number: int, step_metrics) -> None:
+        self._pending.append((step_number, step_metrics))
+
+    def check(self) -> None:
+        pending, self._pending = self._pending, []
+        if self.mode == "skip":
+            return
+        for step_number, step_metrics in pending:
+            values = metrics.to_python({k: step_metrics[k] for k in ("nonfinite", "loss", "grad_norm")})
+            if values["nonfinite"]:
+                raise NonFinite(
+                    f"step {step_number}: loss={values['loss']} grad_norm={values['grad_norm']} is not finite; "
+                    "the update was dropped and no checkpoint of it written. Lower optim.learning_rate, or set "
+                    "train.on_nonfinite=skip to skip such updates"
+                )
 
 
 def main(argv) -> None:
@@ -277,8 +327,15 @@ def main(argv) -> None:
         run = setup(config, workdir)
     except (ValueError, FileNotFoundError) as e:  # bad input found before compiling: one line, nothing written
         print(f"lmx.train: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    loop(run)
+        sys.exit(EXIT_BAD_INPUT)
+    try:
+        loop(run)
+    except NonFinite as e:
+        print(f"lmx.train: error: {e}", file=sys.stderr)
+        sys.exit(EXIT_NONFINITE)
+    except preemption_lib.Preempted as e:
+        print(f"lmx.train: {e}", file=sys.stderr)
+        sys.exit(EXIT_PREEMPTED)
 
 
 def run() -> None:
@@ -299,4 +356,3 @@ def run() -> None:
 
 if __name__ == "__main__":
     run()
-

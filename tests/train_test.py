@@ -49,8 +49,9 @@ def trained(shared_data, tmp_path_factory):
         "--config.train.eval_every=20",
         "--config.train.eval_steps=2",
         "--config.train.progress_bar=false",
-        "--config.optim.warmup_steps=10",
+        "--config.optim.warmup_steps=5",
         "--config.optim.learning_rate=0.005",
+        "--config.optim.decay=constant",  # the second invocation extends steps: keep the schedule unchanged
         "--config.checkpoint.every_steps=20",
     ]
     first = _cli([*common, "--config.train.steps=40"], cache)
@@ -64,7 +65,8 @@ def trained(shared_data, tmp_path_factory):
 def test_loss_falls_and_run_evaluates(trained):
     _, _, first, _, events, _ = trained
     train_losses = [e["train/loss"] for e in events if "train/loss" in e]
-    assert train_losses[-1] < train_losses[0] - 1.0, train_losses
+    # From ln(vocab) ~ 7 at step 1 to the unigram plateau and below.
+    assert train_losses[0] > 6.5 and train_losses[-1] < train_losses[0] - 1.5, train_losses
     evals = [e for e in events if "eval/loss" in e]
     assert [e["step"] for e in evals] == [20, 40, 60]
     assert evals[-1]["eval/loss"] < evals[0]["eval/loss"]
@@ -77,7 +79,7 @@ def test_second_invocation_resumes(trained):
     workdir, _, _, second, events, _ = trained
     assert f"Resumed from {workdir}/checkpoints/40" in second.stdout
     steps = [e["step"] for e in events if "train/loss" in e]
-    assert steps == [10, 20, 30, 40, 50, 60]  # nothing repeated, nothing skipped
+    assert steps == [1, 10, 20, 30, 40, 50, 60]  # nothing repeated, nothing skipped
     assert sorted(os.listdir(workdir / "checkpoints")) == ["20", "40", "60"]
     saved = json.loads((workdir / "config.json").read_text())
     assert saved["train"]["steps"] == 60

@@ -16,12 +16,6 @@ import tensorflow as tf
 from lmx.data import tasks
 
 
-def configure_tensorflow() -> None:
-    """TensorFlow only runs the input pipeline: keep it off accelerators and out of JAX's memory."""
-    tf.config.set_visible_devices([], "GPU")
-    tf.config.set_visible_devices([], "TPU") if tf.config.list_physical_devices("TPU") else None
-
-
 class DataIterator:
     """Iterates process-local batches ({feature: np.ndarray [local_batch, length]}); saves its exact position.
 

@@ -1,0 +1,173 @@
+"""Raw text sources: name -> seqio.DataSource with "train" and "validation" splits of {"text": string} examples.
+
+- `embedded`: Python's own documentation (`pydoc_data.topics`, ~465K characters), present on every machine.
+- `text_files`: local (or gfile-readable) text files matched by `data.text_files`.
+- `c4`, `wikipedia`: TensorFlow Datasets, read from `data.tfds_data_dir` (prepared beforehand; nothing downloads here).
+
+Corpora without a validation split hold out `data.eval_fraction` of their documents. For `embedded` and
+`text_files` a document belongs to validation when the fingerprint of its text falls in the lowest `eval_fraction`
+of the hash range: stable across runs, machines and file order, and duplicated documents never straddle the split.
+Everything here is TF ops (no py_function), so tf.data iterators over these sources can be checkpointed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import ml_collections
+import seqio
+import tensorflow as tf
+from absl import logging
+
+# Paragraphs are grouped into documents of about this many bytes (~250 tokens): long enough that a held-out
+# document is a real passage, short enough that the hash split of a small corpus is even.
+_DOCUMENT_BYTES = 1000
+# Resolution of the hash split (eval_fraction is rounded to a multiple of 1 / _HASH_BUCKETS).
+_HASH_BUCKETS = 1_000_000
+# Files read at once when shuffling `text_files`, so that the stream mixes books rather than reading one at a time.
+_INTERLEAVED_FILES = 16
+# The embedded corpus has ~500 documents: a shuffle buffer of this size holds them all.
+_EMBEDDED_SHUFFLE_BUFFER = 1000
+
+C4_TFDS_NAME = "c4/en:3.1.0"
+WIKIPEDIA_TFDS_NAME = "wikipedia/20230601.en:1.0.0"
+
+
+def hide_accelerators_from_tf() -> None:
+    """Keeps TensorFlow (the input pipeline only) off the GPUs so it never takes memory from JAX."""
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError as e:  # TF's runtime already started: too late to change, and harmless on CPU hosts.
+        logging.warning("Could not hide GPUs from TensorFlow (%s).", e)
+
+
+def text_documents(text: tf.Tensor) -> tf.Tensor:
+    """[num_documents] strings: hard-wrapped `text` cut into documents of whole paragraphs.
+
+    Paragraphs are separated by blank lines; the wrapped lines of a paragraph are joined with single spaces,
+    except in a block whose every line is indented (code, quoted verse), which keeps its lines. Paragraphs that
+    start in the same `_DOCUMENT_BYTES`-byte window of the (paragraph) text form one document, joined by newlines.
+    """
+    text = tf.strings.regex_replace(text, r"\r\n?", "\n")
+    blocks = tf.strings.split(tf.strings.regex_replace(text, r"\n\s*\n", "\x1e"), sep="\x1e")  # [num_blocks]
+    blocks = tf.strings.regex_replace(blocks, r"^\s*\n|\s+$", "")  # blank lines at either end
+    blocks = tf.strings.regex_replace(blocks, r"[ \t\f\v]+\n", "\n")  # spaces ending a line
+    preformatted = tf.strings.regex_full_match(blocks, r"[ \t][^\n]*(\n[ \t][^\n]*)*")
+    joined = tf.strings.strip(tf.strings.regex_replace(blocks, r"[ \t\f\v]*\n[ \t\f\v]*", " "))
+    paragraphs = tf.where(preformatted, blocks, joined)
+    paragraphs = tf.boolean_mask(paragraphs, tf.strings.length(tf.strings.strip(paragraphs)) > 0)  # [num_paragraphs]
+    window = tf.math.cumsum(tf.strings.length(paragraphs), exclusive=True) // _DOCUMENT_BYTES  # [num_paragraphs]
+    num_windows = tf.reduce_max(tf.concat([[-1], window], axis=0)) + 1
+    documents = tf.strings.unsorted_segment_join(paragraphs, window, num_windows, separator="\n")  # [num_windows]
+    return tf.boolean_mask(documents, tf.strings.length(documents) > 0)  # a long paragraph leaves windows empty
+
+
+def _documents_of_text(text: tf.Tensor) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensor_slices(text_documents(text))
+
+
+def _documents_of_file(path: tf.Tensor) -> tf.data.Dataset:
+    return _documents_of_text(tf.io.read_file(path))
+
+
+def _check_split(split: str) -> None:
+    if split not in ("train", "validation"):
+        raise ValueError(f"Unknown split {split!r}; known: train, validation")
+
+
+def _check_eval_fraction(data_config: ml_collections.ConfigDict) -> float:
+    if not 0 < data_config.eval_fraction < 1:
+        raise ValueError(f"data.eval_fraction={data_config.eval_fraction} must lie in (0, 1) for {data_config.corpus}")
+    return data_config.eval_fraction
+
+
+def _held_out(docs: tf.data.Dataset, split: str, eval_fraction: float) -> tf.data.Dataset:
+    """The documents of `split` under the stable hash split, as {"text": document} examples."""
+    threshold = round(eval_fraction * _HASH_BUCKETS)
+
+    def in_split(text):
+        is_eval = tf.strings.to_hash_bucket_fast(text, _HASH_BUCKETS) < threshold  # FarmHash fingerprint: stable
+        return is_eval if split == "validation" else tf.logical_not(is_eval)
+
+    def example(text):
+        return {"text": text}
+
+    return docs.filter(in_split).map(example)
+
+
+def embedded_source(data_config: ml_collections.ConfigDict) -> seqio.DataSource:
+    """The text of Python's help topics (`pydoc_data.topics`; it varies a little between Python versions)."""
+    from pydoc_data import topics  # the standard library's own docs: the one corpus every machine has
+
+    texts = [topics.topics[name] for name in sorted(topics.topics)]
+    eval_fraction = _check_eval_fraction(data_config)
+
+    def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
+        _check_split(split)
+        docs = tf.data.Dataset.from_tensor_slices(texts).flat_map(_documents_of_text)
+        if shuffle_files:
+            docs = docs.shuffle(_EMBEDDED_SHUFFLE_BUFFER, seed=seed)
+        return _held_out(docs, split, eval_fraction)
+
+    return seqio.FunctionDataSource(dataset_fn, splits=("train", "validation"))
+
+
+def text_files_source(data_config: ml_collections.ConfigDict) -> seqio.DataSource:
+    """Text files matched by `data.text_files` (UTF-8), cut into paragraph documents (see `text_documents`)."""
+    pattern = data_config.text_files
+    fix = "set data.text_files to a glob of UTF-8 .txt files, e.g. --config.data.text_files='books/*.txt'"
+    files = sorted(tf.io.gfile.glob(pattern)) if pattern else []
+    if not files:
+        raise ValueError(f"data.text_files={pattern!r} matches no files; {fix}")
+    if all(tf.io.gfile.stat(f).length == 0 for f in files):
+        raise ValueError(f"data.text_files={pattern!r} matches only empty files ({len(files)}); {fix}")
+    eval_fraction = _check_eval_fraction(data_config)
+
+    def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
+        _check_split(split)
+        paths = tf.data.Dataset.from_tensor_slices(files)
+        if shuffle_files:
+            paths = paths.shuffle(len(files), seed=seed)
+            cycle_length = min(len(files), _INTERLEAVED_FILES)
+            docs = paths.interleave(_documents_of_file, cycle_length=cycle_length, block_length=1)
+        else:
+            docs = paths.flat_map(_documents_of_file)
+        return _held_out(docs, split, eval_fraction)
+
+    return seqio.FunctionDataSource(dataset_fn, splits=("train", "validation"))
+
+
+def _tfds_data_dir(data_config: ml_collections.ConfigDict) -> str | None:
+    return data_config.tfds_data_dir or None
+
+
+def c4_source(data_config: ml_collections.ConfigDict) -> seqio.DataSource:
+    """C4 English (Raffel et al. 2020, section 2.2) with its own train and validation splits."""
+    return seqio.TfdsDataSource(
+        tfds_name=C4_TFDS_NAME, tfds_data_dir=_tfds_data_dir(data_config), splits=("train", "validation")
+    )
+
+
+def wikipedia_source(data_config: ml_collections.ConfigDict) -> seqio.DataSource:
+    """English Wikipedia; the last `eval_fraction` of its only split ("train") is held out by TFDS slicing."""
+    cut = f"{round(100 * (1 - _check_eval_fraction(data_config)), 6):g}%"
+    return seqio.TfdsDataSource(
+        tfds_name=WIKIPEDIA_TFDS_NAME,
+        tfds_data_dir=_tfds_data_dir(data_config),
+        splits={"train": f"train[:{cut}]", "validation": f"train[{cut}:]"},
+    )
+
+
+SOURCES: dict[str, Callable[[ml_collections.ConfigDict], seqio.DataSource]] = {
+    "embedded": embedded_source,
+    "text_files": text_files_source,
+    "c4": c4_source,
+    "wikipedia": wikipedia_source,
+}
+
+
+def get_source(data_config: ml_collections.ConfigDict) -> seqio.DataSource:
+    """The DataSource of `data.corpus`."""
+    if data_config.corpus not in SOURCES:
+        raise ValueError(f"Unknown data.corpus {data_config.corpus!r}; known: {', '.join(SOURCES)}")
+    return SOURCES[data_config.corpus](data_config)
