@@ -27,12 +27,12 @@ def get_config(arg: str | None = None):
     d.shuffle_buffer = 2000
 
     t = config.train
-    t.steps, t.batch_size = 1500, 32
-    t.log_every, t.eval_every, t.eval_steps = 50, 500, 10
+    t.steps, t.batch_size = 600, 32
+    t.log_every, t.eval_every, t.eval_steps = 25, 200, 4
 
     o = config.optim
-    o.name, o.learning_rate, o.warmup_steps, o.decay = "adamw", 3e-3, 100, "cosine"
+    o.name, o.learning_rate, o.warmup_steps, o.decay = "adamw", 3e-3, 60, "cosine"
     o.weight_decay = 0.01
 
-    config.checkpoint.every_steps = 500
+    config.checkpoint.every_steps = 200
     return config

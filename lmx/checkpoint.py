@@ -33,14 +33,15 @@ ARCHITECTURE_FIELDS = (
 
 
 class DataIteratorHandler(ocp.CheckpointHandler):
-    """Saves/restores a data iterator (anything with `save(path)` / `restore(path)`), one file set per process."""
+    """Saves/restores a data iterator (anything with `save(path)` / `restore(path)`). Every process calls it;
+    the iterator writes the positions of the input shards it owns (lmx.data.pipeline), so the saved positions
+    do not depend on which process held which shard."""
 
     def save(self, directory: epath.Path, args: DataIteratorSave):
-        args.iterator.save(os.fspath(directory / f"process_{jax.process_index()}"))
+        args.iterator.save(os.fspath(directory))
 
     def restore(self, directory: epath.Path, args: DataIteratorRestore):
-        path = directory / f"process_{jax.process_index()}"
-        args.iterator.restore(os.fspath(path))
+        args.iterator.restore(os.fspath(directory))
         return args.iterator
 
 
@@ -84,9 +85,19 @@ def saved_config(workdir: str, step: int) -> dict:
         return json.load(f)
 
 
+class UnreadableCheckpoint(ValueError):
+    """A checkpoint that exists but cannot be restored; the message says which and what to do."""
+
+
 def check_compatible(workdir: str, step: int, model_config) -> None:
     """Refuses (before compiling) to resume a checkpoint of a different architecture."""
-    saved = saved_config(workdir, step)["model"]
+    try:
+        saved = saved_config(workdir, step)["model"]
+    except (OSError, ValueError, KeyError) as e:
+        raise UnreadableCheckpoint(
+            f"checkpoint {checkpoint_dir(workdir)}/{step} is unreadable ({type(e).__name__}: {e}); move that step "
+            "directory away to resume from the previous checkpoint, or use a new --workdir"
+        ) from e
     current = json.loads(model_config.to_json())
     diffs = [
         f"{k}: checkpoint {saved.get(k)!r} vs config {current[k]!r}"
@@ -102,6 +113,30 @@ def check_compatible(workdir: str, step: int, model_config) -> None:
 
 def _normal(value):
     return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def check_init_from(path: str, model_config) -> None:
+    """`checkpoint.init_from` must be a step directory of a checkpoint of the same architecture."""
+    path = os.path.abspath(path)
+    if not os.path.isdir(os.path.join(path, "state")):
+        raise FileNotFoundError(
+            f"config.checkpoint.init_from={path!r} is not a checkpoint step directory (no {path}/state); "
+            "point it at WORKDIR/checkpoints/<step> of a finished run"
+        )
+    workdir, step = os.path.dirname(os.path.dirname(path)), int(os.path.basename(path))
+    check_compatible(workdir, step, model_config)
+
+
+def restore_params(path: str, abstract_state, state_shardings):
+    """The parameters of the checkpoint step directory `path`, restored into `state_shardings.params`."""
+    target = jax.tree.map(
+        lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+        abstract_state,
+        state_shardings,
+    )
+    with ocp.StandardCheckpointer() as checkpointer:
+        restored = checkpointer.restore(epath.Path(path) / "state", target)
+    return restored.params
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, data_iterator, config) -> None:
@@ -124,8 +159,17 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state, state_sha
         abstract_state,
         state_shardings,
     )
-    restored = manager.restore(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardRestore(target), data=DataIteratorRestore(data_iterator)),
-    )
+    try:
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(target), data=DataIteratorRestore(data_iterator)),
+        )
+    except FileNotFoundError as e:
+        raise UnreadableCheckpoint(str(e)) from e
+    except Exception as e:  # orbax/tensorstore/tf raise many types for damaged files; all mean the same here
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UnreadableCheckpoint(
+            f"checkpoint {manager.directory}/{step} is unreadable ({type(e).__name__}: {first_line[:300]}); move "
+            "that step directory away to resume from the previous checkpoint, or use a new --workdir"
+        ) from e
     return restored["state"]

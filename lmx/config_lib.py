@@ -67,6 +67,8 @@ def base_config() -> ml_collections.ConfigDict:
     d.shuffle_buffer = 10000  # examples in the shuffle buffer of the training stream
     d.eval_fraction = 0.05  # documents held out for evaluation when the corpus has no validation split
     d.seed = 42  # seed of shuffling and of the preprocessors' randomness
+    d.input_shards = -1  # seqio shards the global batch is read from (-1: one per process); fix it to keep the
+    # data stream identical across process counts (it must be a multiple of the process count)
 
     c.train = t = ml_collections.ConfigDict()
     t.steps = 524288  # number of training steps (optimizer updates)
@@ -101,6 +103,7 @@ def base_config() -> ml_collections.ConfigDict:
     k.every_steps = 5000  # steps between checkpoints (one is also written at the end)
     k.keep = 3  # most recent checkpoints kept
     k.async_save = True  # write checkpoints in the background while training continues
+    k.init_from = ""  # a checkpoint step directory (.../checkpoints/<step>) whose params start a new run
 
     # Mesh axis sizes; -1 fills with the remaining devices. The product must equal the device count.
     c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1, "expert": 1})

@@ -136,11 +136,6 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def host_local_batch_size(global_batch: int) -> int:
-    """Rows of the global batch this process feeds (processes split the batch evenly)."""
-    return global_batch // jax.process_count()
-
-
 def global_batch_from_host(local_batch: Mapping[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
     """Assembles each process's rows into global jax.Arrays laid out with `sharding` (no cross-host copy)."""
     return {

@@ -96,9 +96,10 @@ def train_step(
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    # A non-finite loss or gradient never reaches the state: the update is dropped (the step still counts, its
-    # batch is consumed). With on_nonfinite="stop" the loop then stops the run, naming the step.
-    finite = jnp.isfinite(sums["loss"]) & jnp.isfinite(grad_norm)
+    # A non-finite loss, gradient or updated parameter never reaches the state: the update is dropped (the step
+    # still counts, its batch is consumed). With on_nonfinite="stop" the loop then stops the run, naming the step.
+    param_norm = optax.global_norm(params)
+    finite = jnp.isfinite(sums["loss"]) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
     params, opt_state = jax.tree.map(
         lambda new, old: jnp.where(finite, new, old), (params, opt_state), (state.params, state.opt_state)
     )
@@ -111,7 +112,7 @@ def train_step(
         grad_norm=grad_norm,
         nonfinite=1.0 - finite.astype(jnp.float32),
         update_norm=optax.global_norm(updates),
-        param_norm=optax.global_norm(params),
+        param_norm=param_norm,
     )
     return new_state, metrics
 

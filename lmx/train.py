@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import sys
 import time
@@ -17,7 +18,7 @@ import jax
 import ml_collections
 import optax
 
-from lmx import checkpoint, config_lib, metrics, objectives, optim, sharding, step
+from lmx import checkpoint, config_lib, distributed, metrics, objectives, optim, sharding, step
 from lmx import preemption as preemption_lib
 from lmx.config_lib import ConfigError
 from lmx.data import pipeline, tasks, vocab
@@ -73,6 +74,8 @@ def validate(config: ml_collections.ConfigDict, workdir: str) -> None:
     latest = checkpoint.latest_step(workdir)
     if latest is not None:
         checkpoint.check_compatible(workdir, latest, config.model)
+    if config.checkpoint.init_from:
+        checkpoint.check_init_from(config.checkpoint.init_from, config.model)
 
 
 def count_params(params) -> int:
@@ -97,39 +100,35 @@ class Run:
     abstract_state: step.TrainState
     state_shardings: step.TrainState
     batch_sharding: jax.sharding.NamedSharding
-    train_iter: pipeline.DataIterator
-    eval_dataset: object
+    train_iter: pipeline.DataIterator | None  # None when built with_data=False
+    eval_dataset: dict | None  # input shard -> validation tf.data.Dataset of this process
     num_params: int
 
 
-def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
+def setup(config: ml_collections.ConfigDict, workdir: str, *, with_data: bool = True) -> Run:
     """Mesh, data, model, optimizer, shapes and shardings. Raises ValueError/FileNotFoundError on bad input,
-    having written nothing into `workdir`."""
+    having written nothing into `workdir`. with_data=False (lmx.bench on synthetic batches) skips the vocabulary
+    and the input pipelines: `train_iter` and `eval_dataset` are then None."""
     workdir = os.path.abspath(workdir)
     validate(config, workdir)
 
     # Mesh.
     mesh = sharding.make_mesh(config.mesh)
     rules = sharding.rules_of(config)
+    batch_sharding = sharding.batch_sharding(mesh, rules)
 
     # Data: the vocabulary must fit the embedding before anything is built.
-    vocabulary = vocab.get_vocabulary(config.data)
-    if vocabulary.vocab_size > config.model.vocab_size:
-        raise ConfigError(
-            f"the vocabulary has {vocabulary.vocab_size} ids (pieces + {config.data.extra_ids} sentinels) but "
-            f"config.model.vocab_size={config.model.vocab_size}; set vocab_size >= {vocabulary.vocab_size}"
-        )
-    train_iter = pipeline.make_iterator(config, split="train", shuffle=True)
-    eval_dataset = None
-    if config.train.eval_steps > 0:
-        eval_dataset = pipeline.make_dataset(
-            config.data,
-            split="validation",
-            local_batch_size=config.train.batch_size // jax.process_count(),
-            shuffle=False,
-            shard_index=jax.process_index(),
-            num_shards=jax.process_count(),
-        )
+    train_iter = eval_dataset = None
+    if with_data:
+        vocabulary = vocab.get_vocabulary(config.data)
+        if vocabulary.vocab_size > config.model.vocab_size:
+            raise ConfigError(
+                f"the vocabulary has {vocabulary.vocab_size} ids (pieces + {config.data.extra_ids} sentinels) but "
+                f"config.model.vocab_size={config.model.vocab_size}; set vocab_size >= {vocabulary.vocab_size}"
+            )
+        train_iter = pipeline.make_iterator(config, batch_sharding, split="train", shuffle=True)
+    if with_data and config.train.eval_steps > 0:
+        eval_dataset = pipeline.make_datasets(config, batch_sharding, split="validation", shuffle=False)
 
     # Model and optimizer.
     model = build_model(config.model)
@@ -164,7 +163,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
         dropout_key=dropout_key,
         abstract_state=abstract_state,
         state_shardings=state_shardings,
-        batch_sharding=sharding.batch_sharding(mesh, rules),
+        batch_sharding=batch_sharding,
         train_iter=train_iter,
         eval_dataset=eval_dataset,
         num_params=count_params(abstract_state.params),
@@ -176,25 +175,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return loop(setup(config, workdir))
 
 
+def jit_train_step(run: Run):
+    """The jitted train step of `run` (lmx.train's loop and lmx.bench share it): static parts bound with partial,
+    shardings explicit, the old state donated. Call, lower or compile it under the run's mesh and rules."""
+    replicated = sharding.replicated(run.mesh)
+    return jax.jit(
+        functools.partial(
+            step.train_step,
+            model=run.model,
+            tx=run.tx,
+            schedule=run.schedule,
+            loss_fn=run.loss_fn,
+            train_config=run.config.train,
+        ),
+        in_shardings=(run.state_shardings, run.batch_sharding, replicated),
+        out_shardings=(run.state_shardings, replicated),
+        donate_argnums=(0,),
+    )
+
+
 def loop(run: Run) -> dict[str, float]:
     """Restore or initialise, then step, log, evaluate and checkpoint until config.train.steps."""
     config, workdir, mesh = run.config, run.workdir, run.mesh
     is_lead = jax.process_index() == 0
-    writer = metrics.MetricWriter(workdir, enabled=is_lead)
-    if is_lead:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json(indent=2))
 
-    # Restore or initialise.
+    # Restore or initialise (before writing anything, so a checkpoint that cannot be read costs nothing).
     manager = checkpoint.make_manager(workdir, config.checkpoint)
     start = manager.latest_step()
     if start is not None:
         state = checkpoint.restore(manager, start, run.abstract_state, run.state_shardings, run.train_iter)
-        writer.text(f"Resumed from {checkpoint.checkpoint_dir(workdir)}/{start}")
+        resumed = f"Resumed from {checkpoint.checkpoint_dir(workdir)}/{start}"
     else:
         with jax.set_mesh(mesh), nn.logical_axis_rules(run.rules):
             state = jax.jit(run.init_fn, out_shardings=run.state_shardings)(run.init_key)
-        start = 0
+        if config.checkpoint.init_from:
+            params = checkpoint.restore_params(config.checkpoint.init_from, run.abstract_state, run.state_shardings)
+            state = state.replace(params=params)
+        start, resumed = 0, None
+    writer = metrics.MetricWriter(workdir, enabled=is_lead)
+    if resumed:
+        writer.text(resumed)
+    if is_lead:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json(indent=2))
     tokens_per_step = config.train.batch_size * sum(tasks.task_feature_lengths(config.data).values())
     writer.text(
         f"model {config.model.name}: {run.num_params:,} parameters ({run.num_params / 1e6:.1f}M); "
@@ -204,19 +227,7 @@ def loop(run: Run) -> dict[str, float]:
 
     # The jitted steps: static parts bound with partial, shardings explicit, the old state donated.
     replicated = sharding.replicated(mesh)
-    train_step = jax.jit(
-        functools.partial(
-            step.train_step,
-            model=run.model,
-            tx=run.tx,
-            schedule=run.schedule,
-            loss_fn=run.loss_fn,
-            train_config=config.train,
-        ),
-        in_shardings=(run.state_shardings, run.batch_sharding, replicated),
-        out_shardings=(run.state_shardings, replicated),
-        donate_argnums=(0,),
-    )
+    train_step = jit_train_step(run)
     eval_step = jax.jit(
         functools.partial(step.eval_step, model=run.model, loss_fn=run.loss_fn, train_config=config.train),
         in_shardings=(run.state_shardings.params, run.batch_sharding),
@@ -307,12 +318,14 @@ class NonFiniteGuard:
         if self.mode == "skip":
             return
         for step_number, step_metrics in pending:
-            values = metrics.to_python({k: step_metrics[k] for k in ("nonfinite", "loss", "grad_norm")})
+            values = metrics.to_python(
+                {k: step_metrics[k] for k in ("nonfinite", "loss", "grad_norm", "update_norm", "param_norm")}
+            )
             if values["nonfinite"]:
+                bad = ", ".join(f"{k}={v}" for k, v in values.items() if k != "nonfinite" and not math.isfinite(v))
                 raise NonFinite(
-                    f"step {step_number}: loss={values['loss']} grad_norm={values['grad_norm']} is not finite; "
-                    "the update was dropped and no checkpoint of it written. Lower optim.learning_rate, or set "
-                    "train.on_nonfinite=skip to skip such updates"
+                    f"step {step_number}: {bad or 'a non-finite value'}; the update was dropped and no checkpoint "
+                    "of it written. Lower config.optim.learning_rate, or set config.train.on_nonfinite=skip"
                 )
 
 
@@ -324,12 +337,24 @@ def main(argv) -> None:
     config = flags.FLAGS.config
     workdir = flags.FLAGS.workdir
     try:
+        distributed.initialize(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes, flags.FLAGS.process_id)
+    except ValueError as e:
+        print(f"lmx.train: error: {e}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    try:
         run = setup(config, workdir)
     except (ValueError, FileNotFoundError) as e:  # bad input found before compiling: one line, nothing written
         print(f"lmx.train: error: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     try:
         loop(run)
+    except checkpoint.UnreadableCheckpoint as e:
+        print(f"lmx.train: error: {e}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Nothing was written; skip interpreter teardown, where tensorstore's pending reads of the damaged files
+        # would print tracebacks into closed event loops after our one-line message.
+        os._exit(EXIT_BAD_INPUT)
     except NonFinite as e:
         print(f"lmx.train: error: {e}", file=sys.stderr)
         sys.exit(EXIT_NONFINITE)
@@ -350,6 +375,9 @@ def run() -> None:
 
     config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:arg]).", lock_config=True)
     flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl, TensorBoard and config.json.")
+    flags.DEFINE_string("coordinator_address", None, "Multi-process: HOST:PORT of process 0's coordinator.")
+    flags.DEFINE_integer("num_processes", None, "Multi-process: how many processes take part.")
+    flags.DEFINE_integer("process_id", None, "Multi-process: this process's index in [0, num_processes).")
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)
 

@@ -5,10 +5,11 @@ leaving the workdir as it was."""
 import json
 import os
 import pathlib
-import subprocess
-import sys
+import shutil
 
+import numpy as np
 import pytest
+from lmx_cli import checkpoint_params, run
 
 from lmx import config_lib, train
 
@@ -16,17 +17,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _cli(args, cache_dir, devices=1):
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    env["LMX_CACHE_DIR"] = str(cache_dir)
-    return subprocess.run(
-        [sys.executable, "-m", "lmx.train", "--config=configs/t5_tiny.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    return run(args, cache_dir=cache_dir, devices=devices, timeout=900)
 
 
 def _snapshot(path: pathlib.Path):
@@ -123,11 +114,90 @@ def _tiny(tmp_path, **overrides):
         ({"data.vocab_path": "/nonexistent/spm.model"}, r"/nonexistent/spm.model"),
         ({"data.objective": "mlm"}, r"objective='mlm'"),
         ({"data.inputs_length": 8192}, r"max_length"),
+        (
+            {"model.vocab_size": 1024},
+            r"vocabulary has 2100 ids .* config.model.vocab_size=1024; set vocab_size >= 2100",
+        ),
+        ({"data.corpus": "text_files", "data.text_files": "{tmp}/empty/*.txt"}, r"empty"),
+        ({"checkpoint.init_from": "/nonexistent/checkpoints/100"}, r"init_from='/nonexistent/checkpoints/100'"),
+        ({"train.microbatches": 3}, r"microbatches=3"),
+        ({"optim.decay": "exponential"}, r"decay='exponential' is unknown; choose one of"),
+        ({"model.name": "mixture_of_wizards"}, r"mixture_of_wizards"),
     ],
 )
 def test_bad_input_stops_before_writing(tmp_path, monkeypatch, overrides, match):
     monkeypatch.setenv("LMX_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "a.txt").write_text("")
+    overrides = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in overrides.items()}
     workdir = tmp_path / "w"
     with pytest.raises((ValueError, FileNotFoundError), match=match):
         train.setup(_tiny(tmp_path, **overrides), str(workdir))
     assert not workdir.exists()
+
+
+def test_corrupt_checkpoint_is_refused_and_kept(trained, tmp_path):
+    workdir, cache, _, _, _, common = trained
+    copy = tmp_path / "w"
+    shutil.copytree(workdir, copy)
+    for path in (copy / "checkpoints" / "60" / "state").rglob("*"):
+        if path.is_file() and path.parent.name == "d":  # OCDBT data files
+            path.write_bytes(b"garbage")
+    before = _snapshot(copy)
+    args = [a.replace(str(workdir), str(copy)) for a in common]
+    result = _cli([*args, "--config.train.steps=80"], cache)
+    assert result.returncode == 2, result.stderr[-2000:]
+    # orbax's reader threads may print their own tracebacks around it; ours is one line.
+    errors = [line for line in result.stderr.splitlines() if line.startswith("lmx.train: error:")]
+    assert len(errors) == 1
+    assert "checkpoints/60 is unreadable" in errors[0] and "previous checkpoint" in errors[0]
+    assert _snapshot(copy) == before
+
+
+def test_init_from_starts_a_new_run_from_trained_params(trained, tmp_path):
+    workdir, cache, _, _, events, common = trained
+    args = [a for a in common if not a.startswith("--workdir")]
+    result = _cli(
+        [
+            f"--workdir={tmp_path}",
+            *args,
+            "--config.train.steps=1",
+            f"--config.checkpoint.init_from={workdir}/checkpoints/60",
+        ],
+        cache,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    first = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()][0]
+    fresh = [e for e in events if e.get("step") == 1][0]
+    assert first["step"] == 1 and first["train/loss"] < fresh["train/loss"] - 1.0  # starts from trained weights
+
+
+def test_divergence_stops_without_checkpoint_or_skips(tmp_path):
+    # A learning rate of 1e30 makes the first update overflow float32: a non-finite parameter norm.
+    common = [
+        "--config.train.steps=3",
+        "--config.train.batch_size=8",
+        "--config.data.inputs_length=64",
+        "--config.data.targets_length=16",
+        "--config.train.log_every=1",
+        "--config.train.eval_steps=0",
+        "--config.train.progress_bar=false",
+        "--config.checkpoint.every_steps=1",
+        "--config.optim.warmup_steps=0",
+        "--config.optim.decay=constant",
+        "--config.optim.learning_rate=1e30",
+    ]
+    stopped = _cli([f"--workdir={tmp_path / 'stop'}", *common], tmp_path)
+    assert stopped.returncode == 3, stopped.stderr[-2000:]
+    error = stopped.stderr.strip().splitlines()[-1]
+    assert error.startswith("lmx.train: error: step 1: ") and "param_norm=inf" in error
+    assert not any((tmp_path / "stop" / "checkpoints").glob("[0-9]*"))
+
+    skipped = _cli([f"--workdir={tmp_path / 'skip'}", *common, "--config.train.on_nonfinite=skip"], tmp_path)
+    assert skipped.returncode == 0, skipped.stderr[-2000:]
+    events = [json.loads(line) for line in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["train/nonfinite"] for e in events] == [1.0, 1.0, 1.0]
+    assert all(np.isfinite(e["train/loss"]) for e in events)  # the state never took the overflowing update
+    first, last = checkpoint_params(tmp_path / "skip", 1), checkpoint_params(tmp_path / "skip", 3)
+    for name in first:
+        np.testing.assert_array_equal(first[name], last[name], err_msg=name)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import ml_collections
 import seqio
 import tensorflow as tf
+import tensorflow_datasets as tfds
 from absl import logging
 
 # Paragraphs are grouped into documents of about this many bytes (~250 tokens): long enough that a held-out
@@ -141,20 +142,39 @@ def _tfds_data_dir(data_config: ml_collections.ConfigDict) -> str | None:
     return data_config.tfds_data_dir or None
 
 
+class PreparedTfdsDataSource(seqio.TfdsDataSource):
+    """A TFDS source that only reads data already prepared on disk (read_only: seqio would otherwise try to
+    download and build the dataset at run time), and says so in one line when it is missing."""
+
+    def __init__(self, tfds_name: str, tfds_data_dir: str | None, splits):
+        super().__init__(tfds_name=tfds_name, tfds_data_dir=tfds_data_dir, splits=splits, read_only=True)
+        self._name_for_errors = tfds_name
+        self._data_dir_for_errors = tfds_data_dir
+
+    def get_dataset(self, *args, **kwargs) -> tf.data.Dataset:
+        try:
+            return super().get_dataset(*args, **kwargs)
+        except (AssertionError, tfds.core.DatasetNotFoundError, FileNotFoundError) as e:
+            where = self._data_dir_for_errors or "TFDS's default data_dir (~/tensorflow_datasets)"
+            raise FileNotFoundError(
+                f"TFDS dataset {self._name_for_errors} is not prepared in {where}; prepare it there first "
+                f"(`tfds build {self._name_for_errors.split(':')[0]} --data_dir=...`) and set "
+                "config.data.tfds_data_dir, or use --config.data.corpus=embedded|text_files"
+            ) from e
+
+
 def c4_source(data_config: ml_collections.ConfigDict) -> seqio.DataSource:
     """C4 English (Raffel et al. 2020, section 2.2) with its own train and validation splits."""
-    return seqio.TfdsDataSource(
-        tfds_name=C4_TFDS_NAME, tfds_data_dir=_tfds_data_dir(data_config), splits=("train", "validation")
-    )
+    return PreparedTfdsDataSource(C4_TFDS_NAME, _tfds_data_dir(data_config), ("train", "validation"))
 
 
 def wikipedia_source(data_config: ml_collections.ConfigDict) -> seqio.DataSource:
     """English Wikipedia; the last `eval_fraction` of its only split ("train") is held out by TFDS slicing."""
     cut = f"{round(100 * (1 - _check_eval_fraction(data_config)), 6):g}%"
-    return seqio.TfdsDataSource(
-        tfds_name=WIKIPEDIA_TFDS_NAME,
-        tfds_data_dir=_tfds_data_dir(data_config),
-        splits={"train": f"train[:{cut}]", "validation": f"train[{cut}:]"},
+    return PreparedTfdsDataSource(
+        WIKIPEDIA_TFDS_NAME,
+        _tfds_data_dir(data_config),
+        {"train": f"train[:{cut}]", "validation": f"train[{cut}:]"},
     )
 
 
