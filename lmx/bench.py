@@ -11,7 +11,8 @@ training) and prints a table, then one final JSON line with every number:
   peak_flops          a square [M, M] matmul per device in the config's dtype, same process and devices, median
   mfu                 flops_per_step / step_time_s / peak_flops: utilisation against the *measured* matmul peak
   *_bytes             the compiled step's memory_analysis(), per device: arguments, outputs, temporaries, code
-  xla_flops_per_device  XLA's own cost analysis of the compiled step (counts recomputation and elementwise ops)
+  xla_flops_per_device  XLA's cost analysis of the compiled step: counts recomputation and elementwise ops, but a
+                      while loop's body only once, so it undercounts scanned stacks (compare it unrolled)
 
 Batches are synthetic by default (random tokens of the pipeline's shapes and dtypes, made on device with the batch
 sharding; no vocabulary needed); --real feeds the config's seqio pipeline, whose time then counts in each step.
@@ -49,18 +50,21 @@ def model_feature_lengths(config: ml_collections.ConfigDict) -> dict[str, int]:
     return dict(converter.get_model_feature_lengths(tasks.task_feature_lengths(config.data)))
 
 
-def batch_spec(config: ml_collections.ConfigDict, sharding: NamedSharding) -> dict[str, jax.ShapeDtypeStruct]:
+def batch_spec(config: ml_collections.ConfigDict, batch_sharding: NamedSharding) -> dict[str, jax.ShapeDtypeStruct]:
     """Shapes, dtypes (int32, as seqio emits) and sharding of a global batch."""
     rows = config.train.batch_size
     return {
-        name: jax.ShapeDtypeStruct((rows, length), jnp.int32, sharding=sharding)
+        name: jax.ShapeDtypeStruct((rows, length), jnp.int32, sharding=batch_sharding)
         for name, length in model_feature_lengths(config).items()
     }
 
 
-def synthetic_batch(config: ml_collections.ConfigDict, sharding: NamedSharding, seed: int = 0) -> dict[str, jax.Array]:
-    """A global batch of random tokens, made on device straight into `sharding`: one example per row, no padding."""
-    spec = batch_spec(config, sharding)
+def synthetic_batch(
+    config: ml_collections.ConfigDict, batch_sharding: NamedSharding, seed: int = 0
+) -> dict[str, jax.Array]:
+    """A global batch of random tokens, made on device straight into `batch_sharding`: one example per row, no
+    padding (the step's work does not depend on the values)."""
+    spec = batch_spec(config, batch_sharding)
 
     def make(key):
         batch = {}
@@ -74,8 +78,7 @@ def synthetic_batch(config: ml_collections.ConfigDict, sharding: NamedSharding, 
                 batch[name] = jnp.ones(s.shape, jnp.int32)
         return batch
 
-    shardings = {name: sharding for name in spec}
-    return jax.jit(make, out_shardings=shardings)(jax.random.key(seed))
+    return jax.jit(make, out_shardings={name: batch_sharding for name in spec})(jax.random.key(seed))
 
 
 def measure_peak_flops(dtype: jnp.dtype, size: int, repeats: int) -> float:
@@ -84,11 +87,11 @@ def measure_peak_flops(dtype: jnp.dtype, size: int, repeats: int) -> float:
     The same process, devices, dtype and XLA runtime as the train step, so MFU compares like with like.
     """
     devices = jax.devices()
-    sharding = NamedSharding(Mesh(np.array(devices), ("devices",)), PartitionSpec("devices"))
+    per_device = NamedSharding(Mesh(np.array(devices), ("devices",)), PartitionSpec("devices"))
     shape = (len(devices), size, size)
-    make = jax.jit(lambda key: jax.random.normal(key, shape, dtype), out_shardings=sharding)
+    make = jax.jit(lambda key: jax.random.normal(key, shape, dtype), out_shardings=per_device)
     a, b = make(jax.random.key(1)), make(jax.random.key(2))
-    matmul = jax.jit(lambda a, b: jnp.einsum("dij,djk->dik", a, b), out_shardings=sharding)
+    matmul = jax.jit(lambda a, b: jnp.einsum("dij,djk->dik", a, b), out_shardings=per_device)
     jax.block_until_ready(matmul(a, b))  # compile and warm up
     times = []
     for _ in range(repeats):

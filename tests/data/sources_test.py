@@ -102,7 +102,9 @@ def test_wikipedia_holds_out_the_tail_of_train(data_config, eval_fraction, monke
     data_config.corpus = "wikipedia"
     data_config.eval_fraction = eval_fraction
     made = []
-    monkeypatch.setattr(sources.seqio, "TfdsDataSource", lambda **kwargs: made.append(kwargs))
+    monkeypatch.setattr(
+        sources, "PreparedTfdsDataSource", lambda name, data_dir, splits: made.append({"name": name, "splits": splits})
+    )
     sources.get_source(data_config)
     split_map = made[0]["splits"]
     info = {"train": tfds.core.SplitInfo(name="train", shard_lengths=[100_000], num_bytes=0, filename_template=None)}
@@ -110,3 +112,11 @@ def test_wikipedia_holds_out_the_tail_of_train(data_config, eval_fraction, monke
     (validation,) = tfds.core.ReadInstruction.from_spec(split_map["validation"]).to_absolute(info)
     assert (train.from_ or 0, train.to) == (0, round(100_000 * (1 - eval_fraction)))
     assert (validation.from_, validation.to) == (train.to, None)
+
+
+def test_unprepared_tfds_dataset_is_one_clear_error_and_never_downloads(data_config, tmp_path):
+    data_config.corpus = "c4"
+    data_config.tfds_data_dir = str(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"c4/en:3.1.0 is not prepared in .*corpus=embedded\|text_files"):
+        sources.get_source(data_config).get_dataset("train")
+    assert not any(tmp_path.rglob("*.tfrecord*"))  # nothing was downloaded or generated
