@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lmx import sharding
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -29,6 +31,24 @@ def init_state(rng: jax.Array, *, model: nn.Module, tx: optax.GradientTransforma
 def init_params(rng: jax.Array, *, model: nn.Module, init_batch) -> Any:
     """The model's parameters with their logical-partitioning boxes."""
     return model.init({"params": rng}, **init_batch, enable_dropout=False)["params"]
+
+
+def abstract_state_and_shardings(init_fn: Callable, init_params_fn: Callable, key: jax.Array, mesh, rules):
+    """Shapes before arrays: the abstract TrainState and the shardings every leaf will live in.
+
+    `init_fn(key)` builds the state, `init_params_fn(key)` the boxed parameters whose logical axis names give the
+    parameter shardings; optimizer statistics follow their parameters; the step counter is replicated.
+    """
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        boxed = jax.eval_shape(init_params_fn, key)
+        abstract = jax.eval_shape(init_fn, key)
+    params = sharding.param_shardings(boxed, mesh, rules)
+    shardings = TrainState(
+        step=sharding.replicated(mesh),
+        params=params,
+        opt_state=sharding.mirror_shardings(abstract.opt_state, abstract.params, params, mesh),
+    )
+    return abstract, shardings
 
 
 def _microbatches(batch: Mapping[str, jax.Array], count: int) -> dict[str, jax.Array]:

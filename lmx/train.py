@@ -140,15 +140,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, with_data: bool = 
     root_key = jax.random.key(config.train.seed)
     init_key, dropout_key = jax.random.fold_in(root_key, 0), jax.random.fold_in(root_key, 1)
     init_fn = functools.partial(step.init_state, model=model, tx=tx, init_batch=init_inputs)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        boxed = jax.eval_shape(functools.partial(step.init_params, model=model, init_batch=init_inputs), init_key)
-        abstract_state = jax.eval_shape(init_fn, init_key)
-    param_shardings = sharding.param_shardings(boxed, mesh, rules)
-    state_shardings = step.TrainState(
-        step=sharding.replicated(mesh),
-        params=param_shardings,
-        opt_state=sharding.mirror_shardings(abstract_state.opt_state, abstract_state.params, param_shardings, mesh),
-    )
+    init_params_fn = functools.partial(step.init_params, model=model, init_batch=init_inputs)
+    abstract_state, state_shardings = step.abstract_state_and_shardings(init_fn, init_params_fn, init_key, mesh, rules)
     return Run(
         config=config,
         workdir=workdir,

@@ -36,16 +36,10 @@ def _run(config, mesh_axes, devices, batches):
     tx, schedule = optim.make_optimizer(config.optim, config.train.steps)
     inputs = objectives.init_inputs(config.model.name, config.data)
     init_fn = functools.partial(step.init_state, model=model, tx=tx, init_batch=inputs)
+    init_params_fn = functools.partial(step.init_params, model=model, init_batch=inputs)
     key = jax.random.key(0)
+    _, state_sharding = step.abstract_state_and_shardings(init_fn, init_params_fn, key, mesh, rules)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        boxed = jax.eval_shape(functools.partial(step.init_params, model=model, init_batch=inputs), key)
-        abstract = jax.eval_shape(init_fn, key)
-        params_sharding = sharding.param_shardings(boxed, mesh, rules)
-        state_sharding = step.TrainState(
-            step=sharding.replicated(mesh),
-            params=params_sharding,
-            opt_state=sharding.mirror_shardings(abstract.opt_state, abstract.params, params_sharding, mesh),
-        )
         state = jax.jit(init_fn, out_shardings=state_sharding)(key)
         batch_sharding = sharding.batch_sharding(mesh, rules)
         train_step = jax.jit(
@@ -83,9 +77,10 @@ def test_sharded_step_equals_single_device(tiny_config, optimizer):
         for name in ("loss", "accuracy", "grad_norm", "update_norm"):
             np.testing.assert_allclose(a[name], b[name], rtol=2e-5, err_msg=name)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), single_params, sharded_params)
-    # The state really is spread: the embedding is split over fsdp and tensor.
-    embedding = jax.tree.leaves(state.params["shared_embedding"] if "shared_embedding" in state.params else state)
-    assert any(len(x.sharding.device_set) > 1 and not x.sharding.is_fully_replicated for x in embedding)
+    # The state really is spread: the embedding [vocab, embed] is split over tensor and fsdp.
+    embedding = state.params["token_embedder"]["embedding"]
+    assert embedding.sharding.spec == jax.sharding.PartitionSpec("tensor", "fsdp")
+    assert embedding.addressable_shards[0].data.shape == (embedding.shape[0] // 2, embedding.shape[1] // 2)
 
 
 def test_microbatches_equal_one_batch(tiny_config):
