@@ -1,5 +1,5 @@
 """python -m lmx.bench --config=configs/t5_tiny.py [--config.a.b=value ...] [--steps=N] [--warmup=W]
-                      [--mode=step|input] [--synthetic | --real] [--peak_size=M]
+                      [--mode=step|input] [--synthetic | --real] [--peak_size=M] [--input_seconds=S]
 
 Measures the real train step of a config (built by lmx.train.setup and lmx.train.jit_train_step, the code path of
 training) and prints a table, then one final JSON line with every number:
@@ -8,7 +8,8 @@ training) and prints a table, then one final JSON line with every number:
   step_time_s         median of `steps` timed steps after `warmup` untimed ones, each ended by block_until_ready
   tokens_per_s        (inputs_length + targets_length) x batch_size / step_time_s, as lmx.train counts tokens
   flops_per_step      model FLOPs (lmx.flops: PaLM appendix B; remat recomputation not counted)
-  peak_flops          a square [M, M] matmul per device in the config's dtype, same process and devices, median
+  peak_flops          a square [M, M] matmul per device in the config's dtype, same process and devices: the fastest
+                      of 2 x 5 runs just before and after the timed steps (peak_flops_median: their median)
   mfu                 flops_per_step / step_time_s / peak_flops: utilisation against the *measured* matmul peak
   *_bytes             the compiled step's memory_analysis(), per device: arguments, outputs, temporaries, code
   xla_flops_per_device  XLA's cost analysis of the compiled step: counts recomputation and elementwise ops, but a
@@ -16,8 +17,9 @@ training) and prints a table, then one final JSON line with every number:
 
 Batches are synthetic by default (random tokens of the pipeline's shapes and dtypes, made on device with the batch
 sharding; no vocabulary needed); --real feeds the config's seqio pipeline, whose time then counts in each step.
---mode=input times the seqio pipeline alone (this process's rows of each batch, after warm-up), then the step on
-synthetic batches, and reports their ratio: above 1 the pipeline outruns what training consumes.
+--mode=input times the seqio pipeline alone (this process's rows of each batch, after warm-up, for at least
+--input_seconds), then the step on synthetic batches, and reports their ratio: above 1 the pipeline outruns
+what training consumes.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ from lmx import config_lib, flops, sharding, train
 from lmx.config_lib import ConfigError
 from lmx.data import tasks
 from lmx.models.layers import dtype_of
+
+# Timed matmuls of the peak measurement before, and again after, the timed steps.
+MATMUL_REPEATS = 5
 
 # Model features that hold token ids (everything else the converter makes is segment ids, positions, weights).
 TOKEN_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")
@@ -81,24 +86,28 @@ def synthetic_batch(
     return jax.jit(make, out_shardings={name: batch_sharding for name in spec})(jax.random.key(seed))
 
 
-def measure_peak_flops(dtype: jnp.dtype, size: int, repeats: int) -> float:
-    """FLOP/s of one [size, size] x [size, size] matmul per device, all devices at once (median of `repeats`).
+class PeakMatmul:
+    """A square [size, size] x [size, size] matmul per device, all devices at once, in the config's dtype.
 
-    The same process, devices, dtype and XLA runtime as the train step, so MFU compares like with like.
+    The same process, devices, dtype and XLA runtime as the train step, so MFU compares like with like. The peak is
+    the fastest of the timed matmuls: other load on a shared machine only ever slows a matmul down, and a median
+    taken under contention would understate the peak and overstate MFU.
     """
-    devices = jax.devices()
-    per_device = NamedSharding(Mesh(np.array(devices), ("devices",)), PartitionSpec("devices"))
-    shape = (len(devices), size, size)
-    make = jax.jit(lambda key: jax.random.normal(key, shape, dtype), out_shardings=per_device)
-    a, b = make(jax.random.key(1)), make(jax.random.key(2))
-    matmul = jax.jit(lambda a, b: jnp.einsum("dij,djk->dik", a, b), out_shardings=per_device)
-    jax.block_until_ready(matmul(a, b))  # compile and warm up
-    times = []
-    for _ in range(repeats):
+
+    def __init__(self, dtype: jnp.dtype, size: int):
+        devices = jax.devices()
+        per_device = NamedSharding(Mesh(np.array(devices), ("devices",)), PartitionSpec("devices"))
+        shape = (len(devices), size, size)
+        make = jax.jit(lambda key: jax.random.normal(key, shape, dtype), out_shardings=per_device)
+        self._a, self._b = make(jax.random.key(1)), make(jax.random.key(2))
+        self._matmul = jax.jit(lambda a, b: jnp.einsum("dij,djk->dik", a, b), out_shardings=per_device)
+        self.flops = len(devices) * 2 * size**3
+        self.seconds()  # compile and warm up
+
+    def seconds(self) -> float:
         start = time.perf_counter()
-        jax.block_until_ready(matmul(a, b))
-        times.append(time.perf_counter() - start)
-    return len(devices) * 2 * size**3 / statistics.median(times)
+        jax.block_until_ready(self._matmul(self._a, self._b))
+        return time.perf_counter() - start
 
 
 def memory_stats(compiled) -> dict[str, int]:
@@ -165,7 +174,11 @@ def bench_step(run: train.Run, *, steps: int, warmup: int, real: bool, peak_size
             state, metrics = compiled(state, next_batch(), run.dropout_key)
             jax.block_until_ready((state, metrics))
 
+        # Matmuls in two blocks, before and after the steps, so a burst of other load cannot skew them all.
+        peak = PeakMatmul(dtype_of(config.model.dtype), peak_size)
+        matmul_times = [peak.seconds() for _ in range(MATMUL_REPEATS)]
         times = timed(one_step, warmup, steps)
+        matmul_times += [peak.seconds() for _ in range(MATMUL_REPEATS)]
 
     count = flops.train_flops_per_step(config)
     if count["params"] != run.num_params:  # the counter no longer matches the model: say so, keep going
@@ -174,7 +187,7 @@ def bench_step(run: train.Run, *, steps: int, warmup: int, real: bool, peak_size
             file=sys.stderr,
         )
     step_time = statistics.median(times)
-    peak = measure_peak_flops(dtype_of(config.model.dtype), peak_size, repeats=5)
+    peak_flops = peak.flops / min(matmul_times)
     tokens_per_step = count["tokens"]
     result = {
         "platform": jax.devices()[0].platform,
@@ -196,9 +209,10 @@ def bench_step(run: train.Run, *, steps: int, warmup: int, real: bool, peak_size
         "step_time_max_s": max(times),
         "steps": steps,
         "tokens_per_s": tokens_per_step / step_time,
-        "peak_flops": peak,
+        "peak_flops": peak_flops,
+        "peak_flops_median": peak.flops / statistics.median(matmul_times),
         "peak_matmul_size": peak_size,
-        "mfu": count["total"] / step_time / peak,
+        "mfu": count["total"] / step_time / peak_flops,
         **memory_stats(compiled),
     }
     xla = xla_flops(compiled)
@@ -207,17 +221,27 @@ def bench_step(run: train.Run, *, steps: int, warmup: int, real: bool, peak_size
     return result
 
 
-def bench_input(run: train.Run, *, steps: int, warmup: int) -> dict:
-    """Tokens/s of this process's input pipeline alone (its rows of each global batch)."""
+def bench_input(run: train.Run, *, steps: int, warmup: int, min_seconds: float) -> dict:
+    """Sustained tokens/s of this process's input pipeline alone (its rows of each global batch).
+
+    tf.data prefetches in background threads, so the first batches after a pause come from a full buffer: the
+    pipeline is read for at least `steps` batches and `min_seconds`, so that the buffer's head start is a small
+    part of the measured time.
+    """
     config = run.config
     rows = config.train.batch_size // jax.process_count()
     tokens_per_batch = rows * (config.data.inputs_length + config.data.targets_length)
-    times = timed(lambda: next(run.train_iter), warmup, steps)
-    # Batches are prefetched, so single calls are uneven: the rate is over all timed batches.
+    for _ in range(warmup):
+        next(run.train_iter)
+    batches, start = 0, time.perf_counter()
+    while batches < steps or time.perf_counter() - start < min_seconds:
+        next(run.train_iter)
+        batches += 1
+    elapsed = time.perf_counter() - start
     return {
-        "input_batches": steps,
+        "input_batches": batches,
         "input_rows_per_batch": rows,
-        "input_tokens_per_s": steps * tokens_per_batch / sum(times),
+        "input_tokens_per_s": batches * tokens_per_batch / elapsed,
     }
 
 
@@ -240,17 +264,26 @@ def print_report(result: dict) -> None:
     print(json.dumps(result), flush=True)
 
 
-def benchmark(config: ml_collections.ConfigDict, *, mode: str, steps: int, warmup: int, real: bool, peak_size: int):
+def benchmark(
+    config: ml_collections.ConfigDict,
+    *,
+    mode: str,
+    steps: int,
+    warmup: int,
+    real: bool,
+    peak_size: int,
+    input_seconds: float,
+):
     """Runs the benchmark of `mode` ("step" or "input") on `config`; returns the result dict."""
-    if steps < 1 or warmup < 0:
-        raise ConfigError(f"--steps={steps} must be >= 1 and --warmup={warmup} >= 0")
+    if steps < 1 or warmup < 0 or input_seconds < 0:
+        raise ConfigError(f"--steps={steps} must be >= 1, --warmup={warmup} and --input_seconds={input_seconds} >= 0")
     if mode not in ("step", "input"):
         raise ConfigError(f"--mode={mode!r} is unknown; choose step or input")
     with tempfile.TemporaryDirectory() as workdir:  # setup checks the workdir for checkpoints; nothing is written
         run = train.setup(config, workdir, with_data=real or mode == "input")
         result = {"mode": mode}
         if mode == "input":
-            result.update(bench_input(run, steps=steps, warmup=warmup))
+            result.update(bench_input(run, steps=steps, warmup=warmup, min_seconds=input_seconds))
         result.update(bench_step(run, steps=steps, warmup=warmup, real=real, peak_size=peak_size))
         if mode == "input":
             consumed = result["tokens_per_s"] / jax.process_count()  # this process's share of the step's tokens
@@ -270,7 +303,15 @@ def main(argv) -> None:
     real = f.real or not f.synthetic
     peak_size = f.peak_size or (2048 if jax.devices()[0].platform == "cpu" else 8192)
     try:
-        result = benchmark(f.config, mode=f.mode, steps=f.steps, warmup=f.warmup, real=real, peak_size=peak_size)
+        result = benchmark(
+            f.config,
+            mode=f.mode,
+            steps=f.steps,
+            warmup=f.warmup,
+            real=real,
+            peak_size=peak_size,
+            input_seconds=f.input_seconds,
+        )
     except (ValueError, FileNotFoundError) as e:
         print(f"lmx.bench: error: {e}", file=sys.stderr)
         sys.exit(train.EXIT_BAD_INPUT)
@@ -294,6 +335,7 @@ def run() -> None:
     flags.DEFINE_bool("synthetic", True, "Random-token batches made on device (the default).")
     flags.DEFINE_bool("real", False, "Batches from the config's seqio pipeline (its time counts in each step).")
     flags.DEFINE_integer("peak_size", 0, "Side of the peak-FLOPs matmul; 0: 2048 on CPU, 8192 on accelerators.")
+    flags.DEFINE_float("input_seconds", 10.0, "--mode=input: seconds of pipeline reading, at least.")
     flags.mark_flags_as_required(["config"])
     app.run(main)
 

@@ -107,6 +107,7 @@ POSITIVE = [
     "step_time_s",
     "tokens_per_s",
     "peak_flops",
+    "peak_flops_median",
     "mfu",
     "argument_bytes",
     "output_bytes",
@@ -119,6 +120,7 @@ def test_cli_input_mode_on_two_devices(shared_data):
     result = _bench(
         *TINY,
         "--mode=input",
+        "--input_seconds=1",
         f"--config.data.vocab_path={shared_data}/spm/t5_spiece.model",
         "--config.model.vocab_size=32128",
     )
@@ -128,7 +130,7 @@ def test_cli_input_mode_on_two_devices(shared_data):
     assert any(line.startswith("mfu ") for line in lines[:-1])  # the table comes first
     for key in (*POSITIVE, "input_tokens_per_s", "input_to_step_ratio"):
         assert report[key] > 0, (key, report[key])
-    assert report["temp_bytes"] >= 0
+    assert report["temp_bytes"] >= 0 and report["peak_flops"] >= report["peak_flops_median"]
     assert (report["devices"], report["data"], report["mode"]) == (2, "synthetic", "input")
     assert report["tokens_per_step"] == 4 * (32 + 8)
     assert report["flops_per_step"] == sum(report[f"flops_{p}"] for p in ("encoder", "decoder", "logits", "attention"))
@@ -136,7 +138,7 @@ def test_cli_input_mode_on_two_devices(shared_data):
 
 def test_bad_step_count_is_refused_before_setup(tiny_config):
     with pytest.raises(ValueError, match="--steps=0"):
-        bench.benchmark(tiny_config, mode="step", steps=0, warmup=0, real=False, peak_size=128)
+        bench.benchmark(tiny_config, mode="step", steps=0, warmup=0, real=False, peak_size=128, input_seconds=0)
 
 
 def test_cli_contradictory_flags_are_one_line():
