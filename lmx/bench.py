@@ -250,8 +250,8 @@ def _human(value) -> str:
         for limit, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M")):
             if abs(value) >= limit:
                 return f"{value / limit:.3f}{suffix}"
-        return f"{value:.4g}"
-    if isinstance(value, int) and abs(value) >= 10**6:
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4g}"
+    if isinstance(value, int) and abs(value) >= 10**4:
         return f"{value:,}"
     return str(value)
 
