@@ -49,6 +49,30 @@ def mask_to_bias(mask: Array) -> Array:
     return jnp.where(mask, 0.0, MASK_BIAS).astype(jnp.float32)
 
 
+@jax.custom_vjp
+def add_position_bias(mask_bias: Array, position_bias: Array) -> Array:
+    """[B or 1, 1, Q, K] mask bias + [1, N, Q, K] position bias -> the [B or 1, N, Q, K] attention bias."""
+    return mask_bias + position_bias
+
+
+def _add_position_bias_fwd(mask_bias: Array, position_bias: Array):
+    return mask_bias + position_bias, mask_bias.shape[0]
+
+
+def _add_position_bias_bwd(mask_rows: int, grad: Array) -> tuple[Array, Array]:
+    # grad: [B, N, Q, K]. The position bias gradient sums it over the batch rows. Written as a dot with a vector of
+    # ones: XLA:CPU runs the plain reduce over the leading axis at under 1 GB/s, ~1 s of a t5_small train step.
+    ones = jnp.ones((grad.shape[0],), grad.dtype)
+    d_position = jnp.einsum("b,bnqk->nqk", ones, grad)[None]  # [1, N, Q, K]
+    d_mask = jnp.sum(grad, axis=1, keepdims=True)  # [B, 1, Q, K]; a constant's gradient, dropped by XLA
+    if mask_rows != grad.shape[0]:
+        d_mask = jnp.sum(d_mask, axis=0, keepdims=True)
+    return d_mask, d_position
+
+
+add_position_bias.defvjp(_add_position_bias_fwd, _add_position_bias_bwd)
+
+
 def dot_product_attention(
     query: Array,
     key: Array,

@@ -103,7 +103,9 @@ class Embed(nn.Module):
 
     def attend(self, x: Array) -> Array:
         # x: [B, T, D] -> logits [B, T, V]
-        logits = jnp.einsum("BTD,VD->BTV", x.astype(self.dtype), self.embedding.astype(self.dtype))
+        # As in DenseGeneral: one [tokens, embed] x [embed, vocab] matmul, so the table's gradient is a single matmul.
+        tokens = x.reshape(-1, x.shape[-1]).astype(self.dtype)
+        logits = jnp.dot(tokens, self.embedding.astype(self.dtype).T).reshape(x.shape[:-1] + (self.num_embeddings,))
         return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
 
 
@@ -136,9 +138,19 @@ class DenseGeneral(nn.Module):
         kernel = self.param(
             "kernel", nn.with_logical_partitioning(self.kernel_init, self.kernel_axes), kernel_shape, self.param_dtype
         )
-        contract = ((axis, tuple(range(len(axis)))), ((), ()))
-        # Output dims: the uncontracted input dims, then `features`.
-        return jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype), contract)
+        # Contracted dims move last, then every other input dim is merged into one token dim and the contracted dims
+        # (and the feature dims) into one each: a plain [tokens, in] x [in, out] matmul. The backward pass then
+        # computes the kernel gradient as one [in, tokens] x [tokens, out] matmul; left as a dot_general over
+        # [batch, length] (two contracting dims), XLA:CPU materialises transposed copies of the activations and
+        # their gradients for it and the t5_small train step runs ~1.3x slower (BENCHMARKS.md).
+        kept = tuple(d for d in range(x.ndim) if d not in axis)
+        if axis != tuple(range(x.ndim - len(axis), x.ndim)):
+            x = jnp.transpose(x, kept + axis)
+        token_shape = tuple(x.shape[: len(kept)])
+        x2 = x.reshape(math.prod(token_shape), -1)  # [tokens, in]
+        kernel2 = kernel.reshape(x2.shape[1], -1)  # [in, out]
+        y = jnp.dot(x2.astype(self.dtype), kernel2.astype(self.dtype))  # [tokens, out]
+        return y.reshape(token_shape + features)
 
 
 class Mlp(nn.Module):

@@ -23,6 +23,7 @@ import ml_collections
 
 from lmx.models.attention import (
     MultiHeadAttention,
+    add_position_bias,
     combine_masks,
     make_attention_mask,
     make_causal_mask,
@@ -59,7 +60,7 @@ class EncoderBlock(nn.Module):
         cfg, dtype = self.config, dtype_of(self.config.dtype)
         h = RMSNorm(cfg.norm_epsilon, dtype, name="pre_self_attention_layer_norm")(x)
         h = MultiHeadAttention(cfg.num_heads, cfg.head_dim, cfg.dropout_rate, dtype, name="self_attention")(
-            h, h, mask_bias + position_bias, deterministic=self.deterministic
+            h, h, add_position_bias(mask_bias, position_bias), deterministic=self.deterministic
         )
         x = x + nn.Dropout(cfg.dropout_rate)(h, deterministic=self.deterministic)
         h = RMSNorm(cfg.norm_epsilon, dtype, name="pre_mlp_layer_norm")(x)
@@ -91,7 +92,9 @@ class DecoderBlock(nn.Module):
             return nn.Dropout(cfg.dropout_rate)(h, deterministic=self.deterministic)
 
         h = RMSNorm(cfg.norm_epsilon, dtype, name="pre_self_attention_layer_norm")(y)
-        h = attention("self_attention")(h, h, self_mask_bias + position_bias, deterministic=self.deterministic)
+        h = attention("self_attention")(
+            h, h, add_position_bias(self_mask_bias, position_bias), deterministic=self.deterministic
+        )
         y = y + dropout(h)
         h = RMSNorm(cfg.norm_epsilon, dtype, name="pre_cross_attention_layer_norm")(y)
         h = attention("encoder_decoder_attention")(h, encoded, cross_mask_bias, deterministic=self.deterministic)

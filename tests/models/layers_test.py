@@ -122,6 +122,38 @@ def test_dense_general_contracts_several_axes():
     np.testing.assert_allclose(out, np.einsum("btnh,nhd->btd", x, kernel), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("axis", [-1, (-2, -1), (1, 2)])
+def test_dense_general_gradients_match_numpy(axis):
+    # The layer flattens to one [tokens, in] x [in, out] matmul; values and both gradients must be the einsum's.
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 3, 4, 5))
+    features = (6, 2) if axis == -1 else 6
+    dense = layers.DenseGeneral(features, ("a", "b", "c"), axis=axis)
+    variables = dense.init(jax.random.PRNGKey(0), jnp.asarray(x, jnp.float32))
+    kernel = np.asarray(nn.unbox(variables)["params"]["kernel"], np.float64)
+    if axis == -1:
+        spec, cotangent_shape = "btnh,hfo->btnfo", (2, 3, 4, 6, 2)
+    elif axis == (-2, -1):
+        spec, cotangent_shape = "btnh,nhf->btf", (2, 3, 6)
+    else:  # (1, 2): the contracted dims are not trailing
+        spec, cotangent_shape = "btnh,tnf->bhf", (2, 5, 6)
+    cotangent = rng.normal(size=cotangent_shape)
+
+    def loss(params, x):
+        return jnp.sum(dense.apply({"params": params}, x) * cotangent)
+
+    params = nn.unbox(variables)["params"]
+    out = dense.apply(variables, jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(out, np.einsum(spec, x, kernel), rtol=1e-5, atol=1e-5)
+    d_params, d_x = jax.grad(loss, argnums=(0, 1))(params, jnp.asarray(x, jnp.float32))
+    inputs, output = spec.split("->")
+    x_spec, k_spec = inputs.split(",")
+    np.testing.assert_allclose(d_x, np.einsum(f"{output},{k_spec}->{x_spec}", cotangent, kernel), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        d_params["kernel"], np.einsum(f"{x_spec},{output}->{k_spec}", x, cotangent), rtol=1e-5, atol=1e-5
+    )
+
+
 def test_embed_lookup_and_attend():
     embed = layers.Embed(num_embeddings=10, features=4)
     ids = jnp.array([[1, 2, 0]])
@@ -131,6 +163,13 @@ def test_embed_lookup_and_attend():
     x = np.random.default_rng(0).normal(size=(1, 3, 4))
     logits = embed.apply(variables, jnp.asarray(x, jnp.float32), method=layers.Embed.attend)
     np.testing.assert_allclose(logits, x @ table.T, rtol=1e-5, atol=1e-5)
+    cotangent = np.random.default_rng(1).normal(size=(1, 3, 10))
+    d_table = jax.grad(
+        lambda p: jnp.sum(
+            embed.apply({"params": p}, jnp.asarray(x, jnp.float32), method=layers.Embed.attend) * cotangent
+        )
+    )(nn.unbox(variables)["params"])["embedding"]
+    np.testing.assert_allclose(d_table, np.einsum("btv,btd->vd", cotangent, x), rtol=1e-5, atol=1e-5)
 
 
 def test_unknown_names_list_the_known_ones():
