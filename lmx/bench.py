@@ -25,6 +25,7 @@ what training consumes.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -191,6 +192,7 @@ def bench_step(run: train.Run, *, steps: int, warmup: int, real: bool, peak_size
     tokens_per_step = count["tokens"]
     result = {
         "platform": jax.devices()[0].platform,
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),  # Makefile sets glibc.malloc.hugetlb=1
         "devices": jax.device_count(),
         "dtype": config.model.dtype,
         "batch_size": config.train.batch_size,

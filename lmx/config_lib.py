@@ -48,7 +48,8 @@ def base_config() -> ml_collections.ConfigDict:
     m.tie_embeddings = False  # T5.1.1 unties the output layer from the input embedding
     m.dtype = "bfloat16"  # activation/compute dtype (float32 on CPU); params stay float32
     m.scan_layers = True  # stack layers with nn.scan: one compiled layer, fast compiles for deep models
-    m.remat_policy = "none"  # none | full | dots | dots_with_no_batch_dims: what the backward pass recomputes
+    m.remat_policy = "dots"  # none | full | dots | dots_with_no_batch_dims: what the backward pass recomputes
+    # ("dots": keep matmul outputs, recompute the rest; half the activation memory of "none" and, on CPU, faster)
     m.max_length = 4096  # longest sequence the model accepts (relative positions have no hard limit)
 
     c.data = d = ml_collections.ConfigDict()
