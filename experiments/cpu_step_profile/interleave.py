@@ -8,6 +8,10 @@ Every variant's train step (lmx.train.setup + lmx.train.jit_train_step, as lmx.b
 then each round runs one synchronised step of every variant, in an order that alternates between rounds. A variant's
 ratio is the median over rounds of its step time over the first variant's step time in the same round, so a burst of
 other load slows both sides of a ratio. Prints one line per variant and a final JSON line.
+
+An override `a.b=v` sets config.a.b; `@package.module.NAME=v` sets a module global before that variant is traced,
+for A/B-testing a code path behind a temporary switch (how the DenseGeneral and position-bias changes in
+BENCHMARKS.md were measured: their switches were removed once the new form won).
 """
 
 from __future__ import annotations
