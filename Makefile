@@ -8,7 +8,7 @@ WORKDIR ?= workdir
 ARGS ?=
 
 # glibc's malloc asks for transparent huge pages: XLA:CPU maps its step temporaries afresh every step, and faulting
-# them in 2 MiB at a time instead of 4 KiB makes the t5_small CPU step ~15% faster (BENCHMARKS.md). Harmless elsewhere.
+# them in 2 MiB at a time instead of 4 KiB made the t5_small CPU step 5-14% faster (BENCHMARKS.md). Harmless elsewhere.
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
 .PHONY: train test lint format bench clean
