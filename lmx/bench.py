@@ -6,7 +6,7 @@ training) and prints a table, then one final JSON line with every number:
 
   compile_time_s      lower (trace) + compile of the train step, ahead of time on abstract inputs
   step_time_s         median of `steps` timed steps after `warmup` untimed ones, each ended by block_until_ready
-  tokens_per_s        (inputs_length + targets_length) x batch_size / step_time_s, as lmx.train counts tokens
+  tokens_per_s        input tokens of a step (every *_input_tokens position) / step_time_s, as lmx.train counts
   flops_per_step      model FLOPs (lmx.flops: PaLM appendix B; remat recomputation not counted)
   peak_flops          a square [M, M] matmul per device in the config's dtype, same process and devices: the fastest
                       of 2 x 5 runs just before and after the timed steps (peak_flops_median: their median)
@@ -46,14 +46,10 @@ from lmx.models.layers import dtype_of
 # Timed matmuls of the peak measurement before, and again after, the timed steps.
 MATMUL_REPEATS = 5
 
-# Model features that hold token ids (everything else the converter makes is segment ids, positions, weights).
-TOKEN_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")
 
-
-def model_feature_lengths(config: ml_collections.ConfigDict) -> dict[str, int]:
-    """Feature name -> length of the batches the seqio feature converter produces for this config."""
-    converter = tasks.feature_converter(config.data)
-    return dict(converter.get_model_feature_lengths(tasks.task_feature_lengths(config.data)))
+def is_token_feature(name: str) -> bool:
+    """Model features named *_tokens hold token ids (the rest are segment ids, positions, weights, flags)."""
+    return name.endswith("_tokens")
 
 
 def batch_spec(config: ml_collections.ConfigDict, batch_sharding: NamedSharding) -> dict[str, jax.ShapeDtypeStruct]:
@@ -61,7 +57,7 @@ def batch_spec(config: ml_collections.ConfigDict, batch_sharding: NamedSharding)
     rows = config.train.batch_size
     return {
         name: jax.ShapeDtypeStruct((rows, length), jnp.int32, sharding=batch_sharding)
-        for name, length in model_feature_lengths(config).items()
+        for name, length in tasks.model_feature_lengths(config.data).items()
     }
 
 
@@ -75,7 +71,7 @@ def synthetic_batch(
     def make(key):
         batch = {}
         for index, (name, s) in enumerate(sorted(spec.items())):
-            if name in TOKEN_FEATURES:
+            if is_token_feature(name):
                 # Ids 0 (pad) and 1 (eos) avoided: every position is a real token.
                 batch[name] = jax.random.randint(jax.random.fold_in(key, index), s.shape, 2, config.model.vocab_size)
             elif name.endswith("_positions"):
@@ -196,14 +192,13 @@ def bench_step(run: train.Run, *, steps: int, warmup: int, real: bool, peak_size
         "devices": jax.device_count(),
         "dtype": config.model.dtype,
         "batch_size": config.train.batch_size,
-        "inputs_length": config.data.inputs_length,
-        "targets_length": config.data.targets_length,
+        "feature_lengths": tasks.model_feature_lengths(config.data),
         "data": "real" if real else "synthetic",
         "params": run.num_params,
         "active_params": count["active_params"],
         "tokens_per_step": tokens_per_step,
         "flops_per_step": count["total"],
-        **{f"flops_{part}": count[part] for part in ("encoder", "decoder", "logits", "attention")},
+        **{f"flops_{part}": count[part] for part in flops.PARTS},
         "lower_time_s": lowered_at - start,
         "compile_time_s": compiled_at - start,
         "step_time_s": step_time,
@@ -232,7 +227,7 @@ def bench_input(run: train.Run, *, steps: int, warmup: int, min_seconds: float) 
     """
     config = run.config
     rows = config.train.batch_size // jax.process_count()
-    tokens_per_batch = rows * (config.data.inputs_length + config.data.targets_length)
+    tokens_per_batch = rows * tasks.input_tokens_per_row(config.data)
     for _ in range(warmup):
         next(run.train_iter)
     batches, start = 0, time.perf_counter()

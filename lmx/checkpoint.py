@@ -9,31 +9,59 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-# Model fields that define the parameter shapes; a checkpoint whose values differ cannot be restored.
-ARCHITECTURE_FIELDS = (
-    "name",
-    "vocab_size",
-    "embed_dim",
-    "num_heads",
-    "head_dim",
-    "mlp_dim",
-    "num_encoder_layers",
-    "num_decoder_layers",
-    "mlp_activations",
-    "relpos_num_buckets",
-    "tie_embeddings",
-    "scan_layers",
+from lmx import config_lib
+
+# Model fields that change how a run computes but not which model it trains: every other field of config.model
+# (flattened, e.g. "moe.num_experts") is architecture, and a checkpoint whose value differs is refused.
+RUNTIME_FIELDS = frozenset(
+    {"dtype", "dropout_rate", "remat_policy", "init", "init_stddev", "scale_residual_init"}
+    | {
+        f"moe.{name}"
+        for name in (
+            "second_expert_policy",
+            "capacity_factor_train",
+            "capacity_factor_eval",
+            "min_capacity",
+            "group_size",
+            "priority",
+            "jitter_eps",
+            "router_init_scale",
+            "expert_dropout_rate",
+            "dropless",
+            "aux_loss_weight",
+            "z_loss_weight",
+        )
+    }
 )
 
 
+def architecture(model_config: dict) -> dict:
+    """The architecture fields of a (JSON) model config, flattened to "a.b" keys. max_length counts only where it
+    sizes a parameter (learned positions)."""
+
+    def flat(tree, prefix=""):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                yield from flat(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    fields = dict(flat(model_config))
+    if fields.get("position_embedding", "relative") != "learned":
+        fields.pop("max_length", None)
+    return {k: _normal(v) for k, v in fields.items() if k not in RUNTIME_FIELDS}
+
+
 class DataIteratorHandler(ocp.CheckpointHandler):
-    """Saves/restores a data iterator (anything with `save(path)` / `restore(path)`). Every process calls it;
+    """Saves/restores a data iterator (anything with `save(path)`, `restore(path)` and `check_saved(path)`, see
+    lmx.data.pipeline.DataIterator). Every process calls it;
     the iterator writes the positions of the input shards it owns (lmx.data.pipeline), so the saved positions
     do not depend on which process held which shard."""
 
@@ -86,24 +114,53 @@ def saved_config(workdir: str, step: int) -> dict:
 
 
 class UnreadableCheckpoint(ValueError):
-    """A checkpoint that exists but cannot be restored; the message says which and what to do."""
+    """A checkpoint that exists but cannot be restored; the message says which and what to do. `reads_started`:
+    orbax had started reading (asynchronously) when it failed, so reads of the damaged files may still be pending."""
+
+    reads_started = False
+
+
+# Files a restore opens, relative to a step directory: a step missing one is damaged (orbax writes a step into a
+# temporary directory and renames it when complete, so only damage after the fact removes them).
+STEP_FILES = ("_CHECKPOINT_METADATA", "state/_METADATA", "state/manifest.ocdbt", "config/metadata")
+
+
+def fallback(step_dir: str) -> str:
+    """How to go on without the checkpoint in `step_dir`: resume from the previous one, or start afresh."""
+    directory, step = os.path.dirname(step_dir), int(os.path.basename(step_dir))
+    steps = [int(n) for n in os.listdir(directory) if n.isdigit()] if os.path.isdir(directory) else []
+    previous = max((s for s in steps if s < step), default=None)
+    if previous is None:
+        return f"move {step_dir} away to start from step 0, or use a new --workdir"
+    return f"move {step_dir} away to resume from the previous checkpoint (step {previous}), or use a new --workdir"
+
+
+def check_step_files(step_dir: str) -> None:
+    """Raises UnreadableCheckpoint naming the first file of STEP_FILES (and of each process's OCDBT directory)
+    missing from `step_dir`. Reads directory entries only: it runs before orbax starts its asynchronous readers,
+    whose failures on missing files surface as stray tracebacks at exit."""
+    state = os.path.join(step_dir, "state")
+    per_process = [f"state/{n}/manifest.ocdbt" for n in sorted(os.listdir(state)) if n.startswith("ocdbt.process_")]
+    for name in (*STEP_FILES, *per_process) if os.path.isdir(state) else ("state",):
+        if not os.path.exists(os.path.join(step_dir, name)):
+            raise UnreadableCheckpoint(f"checkpoint {step_dir} is damaged: {name} is missing; {fallback(step_dir)}")
 
 
 def check_compatible(workdir: str, step: int, model_config) -> None:
-    """Refuses (before compiling) to resume a checkpoint of a different architecture."""
+    """Refuses (before compiling) to resume a damaged checkpoint or one of a different architecture."""
+    check_step_files(os.path.join(checkpoint_dir(workdir), str(step)))
     try:
         saved = saved_config(workdir, step)["model"]
     except (OSError, ValueError, KeyError) as e:
+        step_dir = os.path.join(checkpoint_dir(workdir), str(step))
         raise UnreadableCheckpoint(
-            f"checkpoint {checkpoint_dir(workdir)}/{step} is unreadable ({type(e).__name__}: {e}); move that step "
-            "directory away to resume from the previous checkpoint, or use a new --workdir"
+            f"checkpoint {step_dir} is unreadable ({type(e).__name__}: {e}); {fallback(step_dir)}"
         ) from e
-    current = json.loads(model_config.to_json())
-    diffs = [
-        f"{k}: checkpoint {saved.get(k)!r} vs config {current[k]!r}"
-        for k in ARCHITECTURE_FIELDS
-        if _normal(saved.get(k)) != _normal(current[k])
-    ]
+    current = architecture(json.loads(model_config.to_json()))
+    # A checkpoint written before a field existed holds that field's default.
+    defaults = architecture(json.loads(config_lib.base_config().model.to_json()))
+    saved = {**{k: v for k, v in defaults.items() if k in current}, **architecture(saved)}
+    diffs = [f"{k}: checkpoint {saved.get(k)!r} vs config {v!r}" for k, v in current.items() if saved.get(k) != v]
     if diffs:
         raise ValueError(
             f"{checkpoint_dir(workdir)} holds a checkpoint (step {step}) of a different model ({'; '.join(diffs)}); "
@@ -129,14 +186,24 @@ def check_init_from(path: str, model_config) -> None:
 
 def restore_params(path: str, abstract_state, state_shardings):
     """The parameters of the checkpoint step directory `path`, restored into `state_shardings.params`."""
-    target = jax.tree.map(
-        lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
-        abstract_state,
-        state_shardings,
+    return read_params(path, abstract_state.params, state_shardings.params)
+
+
+def read_params(path: str, abstract_params, param_shardings):
+    """Only the `params` of the state in step directory `path`: of a run's TrainState, or of a params-only
+    checkpoint (`{"params": ...}`, as lmx.convert.hf writes), restored into `param_shardings`."""
+    target = {
+        "params": jax.tree.map(
+            lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+            abstract_params,
+            param_shardings,
+        )
+    }
+    args = ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True
     )
-    with ocp.StandardCheckpointer() as checkpointer:
-        restored = checkpointer.restore(epath.Path(path) / "state", target)
-    return restored.params
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        return checkpointer.restore(epath.Path(path) / "state", args=args)["params"]
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, data_iterator, config) -> None:
@@ -152,24 +219,51 @@ def save(manager: ocp.CheckpointManager, step: int, state, data_iterator, config
     )
 
 
+def _without_abandoned_reads(hook):
+    """`hook` (sys.unraisablehook) minus the echoes of a failed restore: when one read of a damaged file fails,
+    orbax closes its event loop while tensorstore is still completing the other reads, and each completion, unable
+    to reach the closed loop, reports `RuntimeError: Event loop is closed` as unraisable (a bare traceback on
+    stderr). Left in place after a failure, as those echoes may come until the process ends."""
+
+    def filtered(unraisable):
+        if not (unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed"):
+            hook(unraisable)
+
+    return filtered
+
+
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state, state_shardings, data_iterator):
-    """Restores the state straight into `state_shardings` and rewinds `data_iterator` to the saved position."""
+    """Restores the state straight into `state_shardings` and rewinds `data_iterator` to the saved position.
+
+    Missing files and data positions of another number of input shards are found first, from directory entries
+    (UnreadableCheckpoint naming the step and the way on), before orbax reads anything.
+    """
+    step_dir = os.path.join(os.fspath(manager.directory), str(step))
+    check_step_files(step_dir)
+    try:
+        data_iterator.check_saved(os.path.join(step_dir, "data"))
+    except FileNotFoundError as e:  # a file missing from an otherwise complete step: damage
+        raise UnreadableCheckpoint(f"checkpoint {step_dir} is damaged: {e}; {fallback(step_dir)}") from e
+    except ValueError as e:  # positions of another config.data.input_shards: a config to fix, not damage
+        raise UnreadableCheckpoint(f"checkpoint {step_dir} cannot be resumed by this run: {e}") from e
     target = jax.tree.map(
         lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
         abstract_state,
         state_shardings,
     )
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _without_abandoned_reads(previous_hook)
     try:
         restored = manager.restore(
             step,
             args=ocp.args.Composite(state=ocp.args.StandardRestore(target), data=DataIteratorRestore(data_iterator)),
         )
-    except FileNotFoundError as e:
-        raise UnreadableCheckpoint(str(e)) from e
+        sys.unraisablehook = previous_hook
     except Exception as e:  # orbax/tensorstore/tf raise many types for damaged files; all mean the same here
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise UnreadableCheckpoint(
-            f"checkpoint {manager.directory}/{step} is unreadable ({type(e).__name__}: {first_line[:300]}); move "
-            "that step directory away to resume from the previous checkpoint, or use a new --workdir"
-        ) from e
+        unreadable = UnreadableCheckpoint(
+            f"checkpoint {step_dir} is unreadable ({type(e).__name__}: {first_line[:300]}); {fallback(step_dir)}"
+        )
+        unreadable.reads_started = True
+        raise unreadable from e
     return restored["state"]

@@ -1,38 +1,43 @@
-"""python -m lmx.train --config=configs/t5_tiny.py --workdir=DIR [--config.a.b=value ...]
+"""python -m lmx.train --config=configs/t5_tiny.py --workdir=DIR [--config.a.b=value ...] [--verbose]
 
 The loop, in data-flow order: mesh -> data -> model and optimizer -> shapes and shardings -> restore -> loop.
 Running the same command again resumes from the latest complete checkpoint in DIR.
 """
 
+# ruff: noqa: E402 (the CLI hides TensorFlow's native start-up logs before the imports below load it)
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import os
 import sys
 import time
+
+from lmx import quiet
+
+if __name__ == "__main__" and not any(arg.split("=")[0] in ("--verbose", "-verbose") for arg in sys.argv):
+    quiet.hold_native_stderr()  # released by run(), or shown with the traceback if an import fails
 
 import flax.linen as nn
 import jax
 import ml_collections
 import optax
 
-from lmx import checkpoint, config_lib, distributed, metrics, objectives, optim, sharding, step
+from lmx import checkpoint, cli, config_lib, flops, metrics, objectives, optim, sharding, step
 from lmx import preemption as preemption_lib
+from lmx import workdir as workdir_lib
 from lmx.config_lib import ConfigError
 from lmx.data import pipeline, tasks, vocab
 from lmx.models import build_model
+from lmx.models.options import check_model_config
+from lmx.nonfinite import NonFiniteGuard
 
-# Exit statuses (documented in the README): 0 done, 2 bad input (nothing written), 3 stopped on a non-finite
-# loss or gradient (no checkpoint of it), 143 = 128 + SIGTERM: preempted after writing a checkpoint.
-EXIT_BAD_INPUT = 2
-EXIT_NONFINITE = 3
-EXIT_PREEMPTED = 143
+EXIT_BAD_INPUT = cli.EXIT_BAD_INPUT  # lmx.bench refuses bad input with lmx.train's status
 
 
 def validate(config: ml_collections.ConfigDict, workdir: str) -> None:
     """Refuses a config that cannot work, before any data is read or anything is compiled."""
+    config_lib.check_fields(config)  # every field's type and range (config_lib.FIELDS)
     mesh_sizes = sharding.mesh_shape(config.mesh, jax.device_count())
     rules = sharding.rules_of(config)
     dp = 1
@@ -55,22 +60,14 @@ def validate(config: ml_collections.ConfigDict, workdir: str) -> None:
         raise ConfigError(
             f"config.train.batch_size={t.batch_size} is not divisible by the {jax.process_count()} processes"
         )
-    if config.data.objective not in objectives.OBJECTIVES:
-        raise ConfigError(
-            f"config.data.objective={config.data.objective!r} is unknown; choose one of {sorted(objectives.OBJECTIVES)}"
-        )
-    fits = objectives.OBJECTIVE_MODELS[config.data.objective]
-    if config.model.name not in fits:
-        raise ConfigError(
-            f"config.data.objective={config.data.objective!r} needs a model in {list(fits)}, "
-            f"not config.model.name={config.model.name!r}"
-        )
-    longest = max(config.data.inputs_length, config.data.targets_length)
-    if longest > config.model.max_length:
-        raise ConfigError(
-            f"sequence length {longest} is over config.model.max_length={config.model.max_length}; "
-            "shorten config.data.inputs_length/targets_length or raise max_length"
-        )
+    check_model_config(config.model)
+    objectives.check(config.data.objective, config.model.name)
+    for feature, length in tasks.model_feature_lengths(config.data).items():
+        if feature.endswith("_input_tokens") and length > config.model.max_length:
+            raise ConfigError(
+                f"{feature} of length {length} is over config.model.max_length={config.model.max_length}; "
+                "shorten config.data.inputs_length/targets_length or raise max_length"
+            )
     latest = checkpoint.latest_step(workdir)
     if latest is not None:
         checkpoint.check_compatible(workdir, latest, config.model)
@@ -93,7 +90,7 @@ class Run:
     model: nn.Module
     tx: optax.GradientTransformation
     schedule: optax.Schedule
-    loss_fn: object
+    objective: objectives.Objective
     init_fn: object
     init_key: jax.Array
     dropout_key: jax.Array
@@ -132,15 +129,19 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, with_data: bool = 
 
     # Model and optimizer.
     model = build_model(config.model)
-    tx, schedule = optim.make_optimizer(config.optim, config.train.steps)
-    loss_fn = objectives.get_objective(config.data.objective)
-    init_inputs = objectives.init_inputs(config.model.name, config.data)
-
-    # Shapes and shardings: nothing is allocated until the jitted init writes straight into its shardings.
+    objective = objectives.OBJECTIVES[config.data.objective]
+    init_inputs = step.init_batch(tasks.model_feature_lengths(config.data))
     root_key = jax.random.key(config.train.seed)
     init_key, dropout_key = jax.random.fold_in(root_key, 0), jax.random.fold_in(root_key, 1)
-    init_fn = functools.partial(step.init_state, model=model, tx=tx, init_batch=init_inputs)
     init_params_fn = functools.partial(step.init_params, model=model, init_batch=init_inputs)
+    # Adafactor factors each parameter by its logical axis names (abstract: nothing is allocated).
+    param_axes = nn.get_partition_spec(jax.eval_shape(init_params_fn, init_key))
+    tx, schedule = optim.make_optimizer(config.optim, config.train.steps, param_axes)
+
+    # Shapes and shardings: nothing is allocated until the jitted init writes straight into its shardings.
+    init_fn = functools.partial(
+        step.init_state, model=model, tx=tx, init_batch=init_inputs, rows=config.train.batch_size
+    )
     abstract_state, state_shardings = step.abstract_state_and_shardings(init_fn, init_params_fn, init_key, mesh, rules)
     return Run(
         config=config,
@@ -150,7 +151,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, with_data: bool = 
         model=model,
         tx=tx,
         schedule=schedule,
-        loss_fn=loss_fn,
+        objective=objective,
         init_fn=init_fn,
         init_key=init_key,
         dropout_key=dropout_key,
@@ -178,7 +179,8 @@ def jit_train_step(run: Run):
             model=run.model,
             tx=run.tx,
             schedule=run.schedule,
-            loss_fn=run.loss_fn,
+            objective=run.objective,
+            model_config=run.config.model,
             train_config=run.config.train,
         ),
         in_shardings=(run.state_shardings, run.batch_sharding, replicated),
@@ -188,9 +190,31 @@ def jit_train_step(run: Run):
 
 
 def loop(run: Run) -> dict[str, float]:
-    """Restore or initialise, then step, log, evaluate and checkpoint until config.train.steps."""
+    """Lock the workdir, restore or initialise, then step, log, evaluate and checkpoint until config.train.steps.
+
+    On SIGTERM or SIGINT (from the start of this function on) the step in flight finishes, a checkpoint is written
+    and preemption.Preempted is raised. Returns the last eval metrics.
+    """
+    lock = workdir_lib.WorkdirLock(run.workdir)
+    preemption = preemption_lib.PreemptionWatcher(before_exit=lock.release)
+    try:
+        error = None
+        if jax.process_index() == 0:  # one writer per workdir: the lead process holds the lock for all
+            try:
+                lock.acquire()
+            except workdir_lib.WorkdirError as e:
+                error = e
+        workdir_lib.agree(error)
+        return _train(run, preemption)
+    finally:
+        lock.release()
+        preemption.close()
+
+
+def _train(run: Run, preemption: preemption_lib.PreemptionWatcher) -> dict[str, float]:
     config, workdir, mesh = run.config, run.workdir, run.mesh
     is_lead = jax.process_index() == 0
+    started = time.time()
 
     # Restore or initialise (before writing anything, so a checkpoint that cannot be read costs nothing).
     manager = checkpoint.make_manager(workdir, config.checkpoint)
@@ -205,47 +229,59 @@ def loop(run: Run) -> dict[str, float]:
             params = checkpoint.restore_params(config.checkpoint.init_from, run.abstract_state, run.state_shardings)
             state = state.replace(params=params)
         start, resumed = 0, None
-    writer = metrics.MetricWriter(workdir, enabled=is_lead)
+    writer = metrics.MetricWriter(workdir, enabled=is_lead, start_step=start, started=started)
     if resumed:
         writer.text(resumed)
     if is_lead:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json(indent=2))
-    tokens_per_step = config.train.batch_size * sum(tasks.task_feature_lengths(config.data).values())
+    tokens_per_step = config.train.batch_size * tasks.input_tokens_per_row(config.data)
+    platform, device_kind = jax.devices()[0].platform, jax.devices()[0].device_kind
+    peak = metrics.peak_flops_per_device(device_kind, config.model.dtype)
+    flops_per_step = flops.train_flops_per_step(config)["total"] if peak else 0.0
     writer.text(
         f"model {config.model.name}: {run.num_params:,} parameters ({run.num_params / 1e6:.1f}M); "
-        f"mesh {dict(mesh.shape)}; {tokens_per_step:,} tokens per step; "
-        f"{jax.device_count()} {jax.devices()[0].platform} devices in {jax.process_count()} processes"
+        f"mesh {dict(mesh.shape)}; {tokens_per_step:,} tokens per step (input positions, padding included); "
+        f"{jax.device_count()} {platform} devices{'' if device_kind == platform else f' ({device_kind})'} in "
+        f"{jax.process_count()} processes"
+        + (f"; MFU against {peak / 1e12:g} TFLOP/s per device" if peak else "; no published peak: MFU not logged")
     )
 
     # The jitted steps: static parts bound with partial, shardings explicit, the old state donated.
     replicated = sharding.replicated(mesh)
     train_step = jit_train_step(run)
     eval_step = jax.jit(
-        functools.partial(step.eval_step, model=run.model, loss_fn=run.loss_fn, train_config=config.train),
+        functools.partial(step.eval_step, model=run.model, objective=run.objective, train_config=config.train),
         in_shardings=(run.state_shardings.params, run.batch_sharding),
         out_shardings=replicated,
     )
 
     def evaluate(params) -> dict[str, float]:
         # The validation stream restarts each time, so every evaluation sees the same batches.
-        totals: dict[str, float] = {}
+        totals = None
         eval_iter = pipeline.DataIterator(run.eval_dataset)
         for _ in range(config.train.eval_steps):
             batch = sharding.global_batch_from_host(next(eval_iter), run.batch_sharding)
-            for name, value in metrics.to_python(eval_step(params, batch)).items():
-                totals[name] = totals.get(name, 0.0) + value
-        return step.finalize_eval(totals)
+            sums = jax.device_get(eval_step(params, batch))
+            totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
+        coefficients = objectives.all_coefficients(run.objective, config.model, config.train)
+        return step.finalize_eval(totals, coefficients, run.objective.main_metric)
 
     # The loop.
     total = config.train.steps
     eval_metrics: dict[str, float] = {}
+    train_values: dict[str, float] = {}
     if start >= total:
         writer.text(f"Training already complete: checkpoint at step {start} >= config.train.steps={total}")
     bar = metrics.progress_bar(start, total, enabled=is_lead and config.train.progress_bar)
-    throughput = metrics.Throughput(start)
+    throughput = metrics.Throughput(
+        start,
+        tokens_per_step=tokens_per_step,
+        flops_per_step=flops_per_step,
+        peak_flops=peak * jax.device_count() if peak else None,
+    )
     guard = NonFiniteGuard(config.train.on_nonfinite)
-    preemption = preemption_lib.PreemptionWatcher()
+    checkpoints = checkpoint.checkpoint_dir(workdir)
     current = start
     first_step_started = time.perf_counter()
     try:
@@ -259,120 +295,54 @@ def loop(run: Run) -> dict[str, float]:
                 if current == start + 1:
                     jax.block_until_ready(train_metrics)
                     writer.text(f"First step (compile + run) took {time.perf_counter() - first_step_started:.1f}s")
-                    throughput = metrics.Throughput(current)
+                    throughput.restart(current)  # the rates measure steps, not the compilation
                 preempted = preemption.reached(current)
                 if current % config.train.log_every == 0 or current in (1, total):  # step 1: the initial loss
                     guard.check()
-                    values = metrics.to_python(train_metrics)
-                    values.update(throughput.update(current, tokens_per_step))
-                    writer.write(current, values, prefix="train")
-                    bar.set_postfix(loss=f"{values['loss']:.3f}", tok_s=f"{values['tokens_per_s']:.0f}")
+                    train_values = metrics.to_python(train_metrics)
+                    train_values.update(throughput.update(current))  # nothing until a step was measured
+                    writer.write(current, train_values, prefix="train")
+                    bar.set_postfix(loss=f"{train_values['loss']:.3f}")
                 if run.eval_dataset is not None and (
                     (config.train.eval_every and current % config.train.eval_every == 0) or current == total
                 ):
                     eval_metrics = evaluate(state.params)
                     writer.write(current, eval_metrics, prefix="eval")
-                    throughput = metrics.Throughput(current)  # keep evaluation time out of the train rate
+                    throughput.restart(current)  # keep evaluation time out of the train rates
                 if current % config.checkpoint.every_steps == 0 or current == total or preempted:
                     guard.check()  # never checkpoint a state that followed a non-finite step
                     checkpoint.save(manager, current, state, run.train_iter, config)
+                    background = " (written in the background)" if config.checkpoint.async_save else ""
+                    writer.text(f"Checkpoint of step {current}: {checkpoints}/{current}{background}")
                 if preempted:
-                    writer.text(f"Preempted (SIGTERM): checkpoint written at step {current}; exiting")
+                    writer.text(f"Stopping after step {current} on a signal; its checkpoint is written")
                     break
     finally:
         bar.close()
         manager.wait_until_finished()
         manager.close()
         writer.close()
-        preemption.close()
     if preemption.received:
-        raise preemption_lib.Preempted(current)
+        raise preemption.stopped(current)
+    losses = [f"train loss {train_values['loss']:.4g}"] if train_values else []
+    losses += [f"eval loss {eval_metrics['loss']:.4g}"] if eval_metrics else []
+    writer.text(
+        f"Done: steps {start} -> {current} in {time.time() - started:.1f}s "
+        f"({writer.elapsed():.1f}s of training over all invocations); {'; '.join(losses) or 'no step run'}; "
+        f"checkpoint {checkpoints}/{current}"
+    )
     return eval_metrics
 
 
-class NonFinite(RuntimeError):
-    """The run produced a non-finite loss or gradient norm and config.train.on_nonfinite == "stop"."""
+def run_cli(config: ml_collections.ConfigDict, workdir: str, **multi_process) -> int:
+    """What `python -m lmx.train` does once its flags are parsed (lmx.cli): setup and loop, every ending mapped to at
+    most one line on stderr and the documented exit status, which it returns."""
+    return cli.run_cli(config, workdir, setup=setup, loop=loop, **multi_process)
 
 
-class NonFiniteGuard:
-    """Watches each step's `nonfinite` flag without a host sync per step: flags are read at check points."""
-
-    def __init__(self, mode: str):
-        if mode not in ("stop", "skip"):
-            raise ConfigError(f"config.train.on_nonfinite={mode!r} is unknown; choose 'stop' or 'skip'")
-        self.mode = mode
-        self._pending: list[tuple[int, dict]] = []
-
-    def add(self, step_number: int, step_metrics) -> None:
-        self._pending.append((step_number, step_metrics))
-
-    def check(self) -> None:
-        pending, self._pending = self._pending, []
-        if self.mode == "skip":
-            return
-        for step_number, step_metrics in pending:
-            values = metrics.to_python(
-                {k: step_metrics[k] for k in ("nonfinite", "loss", "grad_norm", "update_norm", "param_norm")}
-            )
-            if values["nonfinite"]:
-                bad = ", ".join(f"{k}={v}" for k, v in values.items() if k != "nonfinite" and not math.isfinite(v))
-                raise NonFinite(
-                    f"step {step_number}: {bad or 'a non-finite value'}; the update was dropped and no checkpoint "
-                    "of it written. Lower config.optim.learning_rate, or set config.train.on_nonfinite=skip"
-                )
-
-
-def main(argv) -> None:
-    from absl import flags, logging
-
-    del argv
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
-    config = flags.FLAGS.config
-    workdir = flags.FLAGS.workdir
-    try:
-        distributed.initialize(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes, flags.FLAGS.process_id)
-    except ValueError as e:
-        print(f"lmx.train: error: {e}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
-    try:
-        run = setup(config, workdir)
-    except (ValueError, FileNotFoundError) as e:  # bad input found before compiling: one line, nothing written
-        print(f"lmx.train: error: {e}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
-    try:
-        loop(run)
-    except checkpoint.UnreadableCheckpoint as e:
-        print(f"lmx.train: error: {e}", file=sys.stderr)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        # Nothing was written; skip interpreter teardown, where tensorstore's pending reads of the damaged files
-        # would print tracebacks into closed event loops after our one-line message.
-        os._exit(EXIT_BAD_INPUT)
-    except NonFinite as e:
-        print(f"lmx.train: error: {e}", file=sys.stderr)
-        sys.exit(EXIT_NONFINITE)
-    except preemption_lib.Preempted as e:
-        print(f"lmx.train: {e}", file=sys.stderr)
-        sys.exit(EXIT_PREEMPTED)
-
-
-def run() -> None:
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    try:
-        config_lib.check_overrides(sys.argv[1:])
-    except ConfigError as e:
-        print(f"lmx.train: error: {e}", file=sys.stderr)
-        sys.exit(2)
-
-    config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:arg]).", lock_config=True)
-    flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl, TensorBoard and config.json.")
-    flags.DEFINE_string("coordinator_address", None, "Multi-process: HOST:PORT of process 0's coordinator.")
-    flags.DEFINE_integer("num_processes", None, "Multi-process: how many processes take part.")
-    flags.DEFINE_integer("process_id", None, "Multi-process: this process's index in [0, num_processes).")
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+def run(argv: list[str] | None = None) -> None:
+    """The entry point of `python -m lmx.train` (flags and exit statuses: lmx.cli)."""
+    cli.run(run_cli, argv)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ import sys
 import jax
 import pytest
 
-from lmx import bench, flops, objectives, step
+from lmx import bench, flops, step
+from lmx.data import tasks
 from lmx.models import build_model
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -60,10 +61,62 @@ def test_param_count_matches_the_model(tiny_config, tie_embeddings):
     config.model.tie_embeddings = tie_embeddings
     config.model.mlp_activations = ("relu",) if tie_embeddings else ("gelu", "linear")
     model = build_model(config.model)
-    init_batch = objectives.init_inputs("encoder_decoder", config.data)
+    init_batch = step.init_batch(tasks.model_feature_lengths(config.data))
     shapes = jax.eval_shape(lambda key: step.init_params(key, model=model, init_batch=init_batch), jax.random.key(0))
     actual = sum(x.size for x in jax.tree.leaves(shapes))
     assert flops.train_flops_per_step(config)["params"] == actual
+
+
+def test_flops_of_tiny_moe_config_by_hand(tiny_config):
+    # The tiny config above with 4 experts, top-2, in every other layer: layer 1 of each stack (layer 0 stays dense).
+    config = tiny_config
+    config.train.batch_size = 2
+    config.model.moe.num_experts, config.model.moe.router = 4, "top2"
+    count = flops.train_flops_per_step(config)
+
+    proj, mlp = 32 * 4 * 8, 3 * 32 * 64  # 1,024 and 6,144 as above
+    router = 32 * 4  # [D, E] = 128, applied to every token of a MoE layer
+    moe_active = 2 * mlp + router  # two experts per token: 12,416 (capacity slots and dispatch not counted)
+    assert count["encoder"] == 6 * (2 * 4 * proj + mlp + moe_active) * 32 == 6 * 26_752 * 32
+    assert count["decoder"] == 6 * (2 * 6 * proj + mlp + moe_active) * 16 + 6 * 2 * (2 * proj) * 32
+    assert count["logits"] == 6 * 32 * 128 * 16 and count["attention"] == 688_128  # unchanged
+    dense_params = 57_984
+    # Total: each MoE layer holds 4 experts and a router instead of one MLP; active: 2 experts and the router.
+    assert count["params"] == dense_params + 2 * (4 * mlp + router - mlp) == 95_104
+    assert count["active_params"] == dense_params + 2 * (2 * mlp + router - mlp) == 70_528
+
+
+def test_flops_of_expert_choice_by_hand(tiny_config):
+    # Expert choice in an encoder-only model (BERT-like: one GELU kernel with biases): each of the E = 4 experts
+    # takes C = ceil(1.25 x 16 / 4) = 5 of a row's 16 tokens, so a token passes through E C / S = 1.25 experts.
+    config = tiny_config
+    m = config.model
+    m.name, m.num_encoder_layers, m.num_decoder_layers, m.norm, m.use_bias = "encoder_only", 2, 0, "layer", True
+    m.mlp_activations, m.position_embedding, m.max_length, m.type_vocab_size = ("gelu_exact",), "learned", 16, 2
+    config.data.objective = "mlm"
+    config.train.batch_size = 2
+    dense = flops.train_flops_per_step(config)
+    m.moe.num_experts, m.moe.router, m.moe.min_capacity = 4, "expert_choice", 1
+    count = flops.train_flops_per_step(config)
+    mlp = 2 * 32 * 64 + 64 + 32  # wi, wo and their biases: 4,192
+    # One MoE layer (layer 1): 1.25 experts and the router per token instead of one MLP, for 2 x 16 tokens.
+    assert count["encoder"] - dense["encoder"] == 6 * (1.25 * mlp - mlp + 32 * 4) * 32 == 225_792
+    assert count["params"] - dense["params"] == 3 * mlp + 32 * 4
+
+
+@pytest.mark.parametrize("name", ["encoder_decoder", "decoder_only"])
+def test_moe_param_count_matches_the_model(tiny_config, name):
+    config = tiny_config
+    m = config.model
+    m.moe.num_experts, m.moe.moe_every = 8, 2
+    if name == "decoder_only":  # experts with biases (GPT-2 style), 4 layers: experts in layers 1 and 3
+        m.name, m.num_encoder_layers, m.num_decoder_layers, m.use_bias, m.norm = name, 0, 4, True, "layer"
+        m.position_embedding, m.max_length = "learned", 16
+        config.data.objective = "lm"
+    model = build_model(config.model)
+    init_batch = step.init_batch(tasks.model_feature_lengths(config.data))
+    shapes = jax.eval_shape(lambda key: step.init_params(key, model=model, init_batch=init_batch), jax.random.key(0))
+    assert flops.train_flops_per_step(config)["params"] == sum(x.size for x in jax.tree.leaves(shapes))
 
 
 def test_unknown_model_is_named(tiny_config):

@@ -1,11 +1,9 @@
-"""Building blocks of the T5-family models: norms, embeddings, dense projections, (gated) MLPs, relative positions.
+"""Building blocks shared by every family: norms, embeddings, dense projections, (gated) MLPs, activations.
 
 Every parameter carries logical axis names (`nn.with_logical_partitioning`) and the main activations are constrained
 to logical axes (`nn.with_logical_constraint`); `lmx.sharding` maps those names to mesh axes. Parameters are stored
 in `param_dtype` (float32); computation runs in `dtype` (bfloat16 on accelerators) except where noted.
-
-Initialisers follow Mesh TensorFlow's T5 (which T5.1.1 was trained with): every kernel is normal with stddev
-fan_in**-0.5, the attention query additionally divided by sqrt(head_dim) because T5 does not scale logits.
+Initialisers come from `lmx.models.init.Inits` (T5, BERT/GPT normal or Xavier); the defaults here are T5's.
 """
 
 from __future__ import annotations
@@ -16,6 +14,8 @@ from collections.abc import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from lmx.models.init import Inits
 
 Array = jax.Array
 Initializer = Callable[..., Array]
@@ -48,20 +48,28 @@ def activation(name: str) -> Callable[[Array], Array]:
     return ACTIVATIONS[name]
 
 
-class RMSNorm(nn.Module):
-    """Scale-only RMS norm of T5: x * rsqrt(mean(x^2) + eps) * scale, with no mean subtraction and no bias.
+NORMS = ("rms", "layer")
 
+
+class Norm(nn.Module):
+    """One norm for every family, over the last axis.
+
+    kind "rms" (T5, modern decoders): x * rsqrt(mean(x^2) + eps) * scale; no mean subtraction, no bias.
+    kind "layer" (GPT-2, BERT; Ba et al. 2016): (x - mean) * rsqrt(var + eps) * scale + bias.
     The statistics are computed in float32 whatever `dtype` is: a bfloat16 mean of squares over 1k features loses
     enough precision to shift the loss.
     """
 
     epsilon: float
+    kind: str = "rms"
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         # x: [..., D]
+        if self.kind not in NORMS:
+            raise ValueError(f"config.model.norm={self.kind!r} is unknown; choose one of {list(NORMS)}")
         features = x.shape[-1]
         scale = self.param(
             "scale",
@@ -70,13 +78,26 @@ class RMSNorm(nn.Module):
             self.param_dtype,
         )
         x32 = x.astype(jnp.float32)
-        mean_square = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
-        y = x32 * jax.lax.rsqrt(mean_square + self.epsilon)
-        return y.astype(self.dtype) * scale.astype(self.dtype)
+        if self.kind == "layer":
+            x32 = x32 - jnp.mean(x32, axis=-1, keepdims=True)
+        y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.epsilon)
+        y = y.astype(self.dtype) * scale.astype(self.dtype)
+        if self.kind == "layer":
+            bias = self.param(
+                "bias",
+                nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)),
+                (features,),
+                self.param_dtype,
+            )
+            y = y + bias.astype(self.dtype)
+        return y
 
 
 class Embed(nn.Module):
-    """Token embedding table [vocab, embed]; `attend` reuses it as an output projection (tied logits)."""
+    """An embedding table [num_embeddings, features]; `attend` reuses it as an output projection (tied logits).
+
+    Token tables are [vocab, embed]; learned position and token-type tables name their rows None (never sharded).
+    """
 
     num_embeddings: int
     features: int
@@ -84,11 +105,12 @@ class Embed(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
     # Mesh TF T5 draws embeddings from N(0, 1): the pre-norm stack does not care about the input scale.
     embedding_init: Initializer = nn.initializers.normal(stddev=1.0)
+    axes: tuple[str | None, str] = ("vocab", "embed")
 
     def setup(self):
         self.embedding = self.param(
             "embedding",
-            nn.with_logical_partitioning(self.embedding_init, ("vocab", "embed")),
+            nn.with_logical_partitioning(self.embedding_init, self.axes),
             (self.num_embeddings, self.features),
             self.param_dtype,
         )
@@ -125,6 +147,7 @@ class DenseGeneral(nn.Module):
     kernel_axes: tuple[str, ...]
     axis: int | tuple[int, ...] = -1
     kernel_init: Initializer = nn.initializers.lecun_normal()
+    use_bias: bool = False  # a bias over the feature dims (GPT-2, BERT), named by the last kernel axes
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -150,18 +173,32 @@ class DenseGeneral(nn.Module):
         x2 = x.reshape(math.prod(token_shape), -1)  # [tokens, in]
         kernel2 = kernel.reshape(x2.shape[1], -1)  # [in, out]
         y = jnp.dot(x2.astype(self.dtype), kernel2.astype(self.dtype))  # [tokens, out]
-        return y.reshape(token_shape + features)
+        y = y.reshape(token_shape + features)
+        if self.use_bias:
+            bias_axes = self.kernel_axes[len(axis) :]
+            bias = self.param(
+                "bias",
+                nn.with_logical_partitioning(nn.initializers.zeros_init(), bias_axes),
+                features,
+                self.param_dtype,
+            )
+            y = y + bias.astype(self.dtype)
+        return y
 
 
 class Mlp(nn.Module):
-    """T5 feed-forward block: one activation -> wo(act(wi x)); several -> gated, wo(prod_i act_i(wi_i x)).
+    """The feed-forward block of every family: one activation -> wo(act(wi x)); several -> gated,
+    wo(prod_i act_i(wi_i x)).
 
-    T5.1.1 uses ("gelu", "linear"): GEGLU of Shazeer 2020, "GLU Variants Improve Transformer".
+    T5.1.0 ("relu",); GPT-2 ("gelu",) with biases; BERT ("gelu_exact",) with biases; T5.1.1 ("gelu", "linear"),
+    GEGLU; the modern decoder ("silu", "linear"), SwiGLU (Shazeer 2020, "GLU Variants Improve Transformer").
     """
 
     mlp_dim: int
     activations: tuple[str, ...]
     dropout_rate: float
+    use_bias: bool = False
+    inits: Inits = Inits("t5", 0.02, 1.0)
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -169,15 +206,14 @@ class Mlp(nn.Module):
     def __call__(self, x: Array, *, deterministic: bool) -> Array:
         # x: [B, T, D]
         embed_dim = x.shape[-1]
-        wi_init = nn.initializers.normal(stddev=embed_dim**-0.5)
-        wo_init = nn.initializers.normal(stddev=self.mlp_dim**-0.5)
         gated = len(self.activations) > 1
         h = None
         for i, name in enumerate(self.activations):
             wi = DenseGeneral(
                 self.mlp_dim,
                 ("embed", "mlp"),
-                kernel_init=wi_init,
+                kernel_init=self.inits.kernel((embed_dim,), (self.mlp_dim,)),
+                use_bias=self.use_bias,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 name=f"wi_{i}" if gated else "wi",
@@ -189,74 +225,10 @@ class Mlp(nn.Module):
         out = DenseGeneral(
             embed_dim,
             ("mlp", "embed"),
-            kernel_init=wo_init,
+            kernel_init=self.inits.kernel((self.mlp_dim,), (embed_dim,), residual=True),
+            use_bias=self.use_bias,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="wo",
         )(h)
         return nn.with_logical_constraint(out, ("batch", "length", "embed"))
-
-
-def relative_position_bucket(
-    relative_position: Array, bidirectional: bool, num_buckets: int, max_distance: int
-) -> Array:
-    """Maps key_position - query_position to a bucket id in [0, num_buckets) (T5 paper, section 2.1).
-
-    Steps:
-      1. Bidirectional: half the buckets for keys after the query (relative_position > 0), half for keys at or
-         before it; then work with |relative_position|. Unidirectional (causal): future keys are invisible anyway,
-         so they all map to distance 0 and every bucket serves the past.
-      2. Of the buckets of one direction, the first half hold the distances 0, 1, ..., exact-1 one each.
-      3. The second half cover distances exact..max_distance with boundaries spaced logarithmically; every
-         distance >= max_distance shares the last bucket.
-    Computed in float32 like Mesh TF and HF, so trained checkpoints keep their buckets.
-    """
-    relative_position = jnp.asarray(relative_position, jnp.int32)
-    bucket = jnp.zeros_like(relative_position)
-    if bidirectional:
-        num_buckets //= 2
-        bucket = bucket + (relative_position > 0).astype(jnp.int32) * num_buckets
-        distance = jnp.abs(relative_position)
-    else:
-        distance = jnp.maximum(-relative_position, 0)
-    max_exact = num_buckets // 2
-    is_exact = distance < max_exact
-    # The max() only keeps log() finite on the exact branch, which jnp.where discards.
-    log_ratio = jnp.log(jnp.maximum(distance, max_exact).astype(jnp.float32) / max_exact) / math.log(
-        max_distance / max_exact
-    )
-    log_bucket = max_exact + (log_ratio * (num_buckets - max_exact)).astype(jnp.int32)
-    log_bucket = jnp.minimum(log_bucket, num_buckets - 1)
-    return bucket + jnp.where(is_exact, distance, log_bucket)
-
-
-class RelativePositionBias(nn.Module):
-    """Learned scalar bias per (bucket, head), added to the attention logits; one per stack, shared by its layers.
-
-    Init: variance scaling (scale 1, fan_avg, uniform) over the [buckets, heads] table, as T5X/Flaxformer T5.1.1 do.
-    The bias stays float32: it is added to the attention logits on the float32 softmax path.
-    """
-
-    num_buckets: int
-    max_distance: int
-    num_heads: int
-    param_dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, q_len: int, k_len: int, *, bidirectional: bool) -> Array:
-        table = self.param(
-            "rel_embedding",
-            nn.with_logical_partitioning(
-                nn.initializers.variance_scaling(1.0, "fan_avg", "uniform"), ("relpos_buckets", "heads")
-            ),
-            (self.num_buckets, self.num_heads),
-            self.param_dtype,
-        )
-        query_position = jnp.arange(q_len)[:, None]  # [Q, 1]
-        key_position = jnp.arange(k_len)[None, :]  # [1, K]
-        buckets = relative_position_bucket(
-            key_position - query_position, bidirectional, self.num_buckets, self.max_distance
-        )
-        # Gather rather than a one-hot matmul: the table is tiny and the [Q, K] bucket ids are computed once per step.
-        bias = jnp.take(table.astype(jnp.float32), buckets, axis=0)  # [Q, K, H]
-        return jnp.transpose(bias, (2, 0, 1))[None]  # [1, H, Q, K]

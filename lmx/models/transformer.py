@@ -1,19 +1,24 @@
-"""T5.1.1 encoder-decoder: pre-norm blocks, stacks (scanned or unrolled, optionally rematerialised), the model.
+"""The Transformer block of every family and the stack that repeats it (scanned or unrolled, rematerialised,
+shared across layers), with auxiliary outputs (MoE losses) that survive `nn.scan`.
 
-Parameter tree (scan_layers=True; unrolled stacks name their blocks layers_0, layers_1, ... instead of `layers`):
-  token_embedder/embedding                         [vocab, embed]    shared by encoder and decoder inputs
-  encoder/relpos_bias/rel_embedding                [relpos_buckets, heads]
-  encoder/layers/{pre_self_attention_layer_norm, self_attention, pre_mlp_layer_norm, mlp}   leading [layers]
-  encoder/encoder_norm/scale
-  decoder/relpos_bias/rel_embedding
-  decoder/layers/{pre_self_attention_layer_norm, self_attention, pre_cross_attention_layer_norm,
-                  encoder_decoder_attention, pre_mlp_layer_norm, mlp}
-  decoder/decoder_norm/scale
-  decoder/logits_dense/kernel                      [embed, vocab]    absent when tie_embeddings
+One `Block` covers all families: pre-norm (T5, GPT-2, the modern decoder) or post-norm (BERT, ALBERT); self-attention
+that is bidirectional, causal or locally banded; optional cross-attention (T5's decoder); a dense MLP or a
+mixture-of-experts layer. Its children keep T5's names, so T5 checkpoints and mappings do not depend on the family:
+  {pre,post}_self_attention_layer_norm, self_attention, {pre,post}_cross_attention_layer_norm,
+  encoder_decoder_attention, {pre,post}_mlp_layer_norm, mlp
+A block returns (x, aux): aux maps names to float32 scalars (empty for a dense block); the stack returns each name's
+values of every layer that produced it, in layer order ([num_layers_with_it]).
+
+Layer patterns: a stack may repeat a *period* of different layers (GPT-3 alternates dense and banded attention;
+Switch puts experts in every other MLP). Scanned, the period is one `Period` module of `period` blocks (children
+sub_0, sub_1, ...) scanned num_layers / period times, so the compiled program holds each kind of block once.
+Unrolled, the blocks are layers_0, layers_1, ... whatever the period.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -21,17 +26,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from lmx.models.attention import (
-    MultiHeadAttention,
-    add_position_bias,
-    combine_masks,
-    make_attention_mask,
-    make_causal_mask,
-    mask_to_bias,
-)
-from lmx.models.layers import DenseGeneral, Embed, Mlp, RelativePositionBias, RMSNorm, dtype_of
+from lmx.models.attention import MultiHeadAttention, add_position_bias
+from lmx.models.init import Inits
+from lmx.models.layers import Mlp, Norm, dtype_of
 
 Array = jax.Array
+Aux = dict[str, Array]
 
 # remat_policy -> what the backward pass may keep from the forward pass (everything else is recomputed).
 # "none" = no rematerialisation at all; "full" = keep only the block inputs.
@@ -42,250 +42,235 @@ REMAT_POLICIES = {
     "dots_with_no_batch_dims": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
 }
 
+# Random streams split per layer (each layer draws its own dropout mask and router jitter).
+LAYER_RNGS = ("params", "dropout", "jitter")
 
-def _check_remat_policy(name: str) -> None:
+
+def check_remat_policy(name: str) -> None:
     if name not in REMAT_POLICIES:
-        raise ValueError(f"unknown remat_policy {name!r}; known: {sorted(REMAT_POLICIES)}")
+        raise ValueError(f"config.model.remat_policy={name!r} is unknown; choose one of {sorted(REMAT_POLICIES)}")
 
 
-class EncoderBlock(nn.Module):
-    """x + attn(norm(x)), then x + mlp(norm(x)); dropout on each residual branch."""
+@dataclasses.dataclass(frozen=True)
+class LayerKind:
+    """What varies between the layers of one stack."""
+
+    banded: bool = False  # locally banded causal self-attention (GPT-3) instead of dense
+    moe: bool = False  # a mixture-of-experts MLP instead of the dense one
+
+
+def layer_pattern(config: ml_collections.ConfigDict, num_layers: int, *, causal: bool) -> tuple[LayerKind, ...]:
+    """The period of layer kinds a stack repeats (length 1 for a uniform stack); it divides num_layers."""
+    banded_period = 2 if causal and config.attention_pattern == "alternating_banded" else 1
+    moe_every = config.moe.moe_every if config.moe.num_experts > 0 else 0
+    period = math.lcm(banded_period, max(moe_every, 1))
+    if num_layers % period:
+        raise ValueError(
+            f"a stack of {num_layers} layers cannot repeat a pattern of {period} layers (banded attention every "
+            f"{banded_period}, experts every {moe_every or '-'}); make the number of layers a multiple of {period}"
+        )
+    # Layer 0 is dense in both patterns: banded attention on odd layers; experts on layers moe_every - 1,
+    # 2 moe_every - 1, ... (Switch's "every other FFN" puts them at 1, 3, 5, ... as the released checkpoints do).
+    return tuple(
+        LayerKind(banded=banded_period == 2 and i % 2 == 1, moe=moe_every > 0 and i % moe_every == moe_every - 1)
+        for i in range(period)
+    )
+
+
+class Block(nn.Module):
+    """One Transformer layer. context: the inputs every layer shares (broadcast through scan): self_bias
+    [B, 1, L, L] (the mask as an additive bias), position_bias [1, N, L, L] (T5 only), positions [B, L],
+    segment_ids [B, L], and for cross-attention encoded [B, S, D] and cross_bias [B, 1, L, S]."""
 
     config: ml_collections.ConfigDict
     deterministic: bool
+    causal: bool
+    cross_attention: bool = False
+    kind: LayerKind = LayerKind()
 
     @nn.compact
-    def __call__(self, x: Array, mask_bias: Array, position_bias: Array) -> tuple[Array, None]:
-        # x: [B, S, D]; mask_bias: [B, 1, S, S]; position_bias: [1, N, S, S]. Returns (x, None) for nn.scan.
+    def __call__(self, x: Array, context: dict[str, Array]) -> tuple[Array, Aux]:
+        # x: [B, L, D] -> ([B, L, D], aux)
         cfg, dtype = self.config, dtype_of(self.config.dtype)
-        h = RMSNorm(cfg.norm_epsilon, dtype, name="pre_self_attention_layer_norm")(x)
-        h = MultiHeadAttention(cfg.num_heads, cfg.head_dim, cfg.dropout_rate, dtype, name="self_attention")(
-            h, h, add_position_bias(mask_bias, position_bias), deterministic=self.deterministic
-        )
-        x = x + nn.Dropout(cfg.dropout_rate)(h, deterministic=self.deterministic)
-        h = RMSNorm(cfg.norm_epsilon, dtype, name="pre_mlp_layer_norm")(x)
-        h = Mlp(cfg.mlp_dim, tuple(cfg.mlp_activations), cfg.dropout_rate, dtype, name="mlp")(
-            h, deterministic=self.deterministic
-        )
-        x = x + nn.Dropout(cfg.dropout_rate)(h, deterministic=self.deterministic)
-        return nn.with_logical_constraint(x, ("batch", "length", "embed")), None
+        inits = Inits.of(cfg)
+        pre = cfg.norm_position == "pre"
 
+        def norm(name):
+            return Norm(cfg.norm_epsilon, cfg.norm, dtype, name=f"{'pre' if pre else 'post'}_{name}_layer_norm")
 
-class DecoderBlock(nn.Module):
-    """Causal self-attention, cross-attention to the encoder output (no position bias), MLP; all pre-norm."""
-
-    config: ml_collections.ConfigDict
-    deterministic: bool
-
-    @nn.compact
-    def __call__(
-        self, y: Array, encoded: Array, self_mask_bias: Array, position_bias: Array, cross_mask_bias: Array
-    ) -> tuple[Array, None]:
-        # y: [B, T, D]; encoded: [B, S, D]; self_mask_bias: [B or 1, 1, T, T]; position_bias: [1, N, T, T];
-        # cross_mask_bias: [B, 1, T, S]. Returns (y, None) for nn.scan.
-        cfg, dtype = self.config, dtype_of(self.config.dtype)
-
-        def attention(name):
-            return MultiHeadAttention(cfg.num_heads, cfg.head_dim, cfg.dropout_rate, dtype, name=name)
+        def attention(name, rotary):
+            return MultiHeadAttention(
+                cfg.num_heads,
+                cfg.head_dim,
+                cfg.dropout_rate,
+                num_kv_heads=cfg.num_kv_heads,
+                use_bias=cfg.use_bias,
+                scale_logits=cfg.scale_attention_logits,
+                rotary_theta=cfg.rope_theta if rotary else 0.0,
+                inits=inits,
+                dtype=dtype,
+                name=name,
+            )
 
         def dropout(h):
             return nn.Dropout(cfg.dropout_rate)(h, deterministic=self.deterministic)
 
-        h = RMSNorm(cfg.norm_epsilon, dtype, name="pre_self_attention_layer_norm")(y)
-        h = attention("self_attention")(
-            h, h, add_position_bias(self_mask_bias, position_bias), deterministic=self.deterministic
-        )
-        y = y + dropout(h)
-        h = RMSNorm(cfg.norm_epsilon, dtype, name="pre_cross_attention_layer_norm")(y)
-        h = attention("encoder_decoder_attention")(h, encoded, cross_mask_bias, deterministic=self.deterministic)
-        y = y + dropout(h)
-        h = RMSNorm(cfg.norm_epsilon, dtype, name="pre_mlp_layer_norm")(y)
-        h = Mlp(cfg.mlp_dim, tuple(cfg.mlp_activations), cfg.dropout_rate, dtype, name="mlp")(
-            h, deterministic=self.deterministic
-        )
-        y = y + dropout(h)
-        return nn.with_logical_constraint(y, ("batch", "length", "embed")), None
+        def residual(x, name, sublayer):
+            # Pre-norm: x + f(norm(x)), the stack ends with a norm. Post-norm (BERT): norm(x + f(x)).
+            if pre:
+                out, aux = sublayer(norm(name)(x))
+                return x + dropout(out), aux
+            out, aux = sublayer(x)
+            return norm(name)(x + dropout(out)), aux
+
+        rotary = cfg.position_embedding == "rotary"
+        band = cfg.attention_band if self.kind.banded else 0
+
+        def self_attention(h):
+            bias = None
+            if not band:  # banded layers build their own block masks from the segment ids
+                bias = context["self_bias"]
+                if "position_bias" in context:  # T5: added per layer, whose gradient is a cheap dot (attention.py)
+                    bias = add_position_bias(bias, context["position_bias"])
+            out = attention("self_attention", rotary)(
+                h,
+                h,
+                bias,
+                deterministic=self.deterministic,
+                positions=context["positions"],
+                band=band,
+                segment_ids=context["segment_ids"],
+            )
+            return out, {}
+
+        def cross_attention(h):
+            return attention("encoder_decoder_attention", False)(
+                h, context["encoded"], context["cross_bias"], deterministic=self.deterministic
+            ), {}
+
+        def mlp(h):
+            if self.kind.moe:
+                from lmx.models.moe import MoeMlp  # the sparse MLP; imported here: only MoE configs need it
+
+                return MoeMlp(cfg, causal=self.causal, name="mlp")(h, deterministic=self.deterministic)
+            out = Mlp(
+                cfg.mlp_dim,
+                tuple(cfg.mlp_activations),
+                cfg.dropout_rate,
+                use_bias=cfg.use_bias,
+                inits=inits,
+                dtype=dtype,
+                name="mlp",
+            )(h, deterministic=self.deterministic)
+            return out, {}
+
+        x, _ = residual(x, "self_attention", self_attention)
+        if self.cross_attention:
+            x, _ = residual(x, "cross_attention", cross_attention)
+        x, aux = residual(x, "mlp", mlp)
+        return nn.with_logical_constraint(x, ("batch", "length", "embed")), aux
 
 
-def _run_stack(block_cls, config, num_layers: int, deterministic: bool, x: Array, *broadcast: Array) -> Array:
-    """Applies `num_layers` blocks to x; must be called inside a compact method (the blocks become its children).
+class Period(nn.Module):
+    """The blocks of one period of a patterned stack, sub_0 .. sub_{p-1}; aux values stacked per name."""
 
-    scan_layers: one block traced once and scanned (params stacked on a leading `layers` axis): compile time does
-    not grow with depth. Otherwise the blocks are unrolled as layers_0, layers_1, ... Either way the `broadcast`
-    inputs (masks, the position bias) are the same for every layer.
+    config: ml_collections.ConfigDict
+    deterministic: bool
+    causal: bool
+    cross_attention: bool
+    kinds: tuple[LayerKind, ...]
+
+    @nn.compact
+    def __call__(self, x: Array, context: dict[str, Array]) -> tuple[Array, dict[str, Array]]:
+        collected: dict[str, list[Array]] = {}
+        for i, kind in enumerate(self.kinds):
+            x, aux = Block(self.config, self.deterministic, self.causal, self.cross_attention, kind, name=f"sub_{i}")(
+                x, context
+            )
+            for name, value in aux.items():
+                collected.setdefault(name, []).append(value)
+        return x, {name: jnp.stack(values) for name, values in collected.items()}
+
+
+def run_stack(
+    config: ml_collections.ConfigDict,
+    num_layers: int,
+    x: Array,
+    context: dict[str, Array],
+    *,
+    deterministic: bool,
+    causal: bool,
+    cross_attention: bool = False,
+) -> tuple[Array, dict[str, Array]]:
+    """Applies `num_layers` blocks to x; call it inside a compact method (the blocks become that module's children).
+
+    scan_layers: one block (or one period of blocks) traced once and scanned, parameters stacked on a leading
+    `layers` axis: compile time does not grow with depth. share_layers (ALBERT): one block's parameters applied
+    num_layers times (broadcast through the scan, not stacked). Otherwise unrolled as layers_0, layers_1, ...
+    Returns (x, aux) with aux[name] = [layers that produced name] float32.
     """
-    _check_remat_policy(config.remat_policy)
-    if config.remat_policy != "none":
+    check_remat_policy(config.remat_policy)
+    kinds = layer_pattern(config, num_layers, causal=causal)
+    period = len(kinds)
+    repeats = num_layers // period
+
+    def remat(module_cls):
+        if config.remat_policy == "none":
+            return module_cls
         # prevent_cse is only needed outside scan (scan already stops XLA from merging the recomputation away).
-        block_cls = nn.remat(block_cls, policy=REMAT_POLICIES[config.remat_policy], prevent_cse=not config.scan_layers)
+        return nn.remat(module_cls, policy=REMAT_POLICIES[config.remat_policy], prevent_cse=not config.scan_layers)
+
+    # The unit a scan (or ALBERT's sharing) repeats: one block, or one period of blocks.
+    unit = remat(Block if period == 1 else Period)
+    unit_args = (config, deterministic, causal, cross_attention, kinds[0] if period == 1 else kinds)
+
+    if config.share_layers:  # ALBERT: one set of parameters applied `repeats` times
+        if config.scan_layers:
+            shared = nn.scan(
+                unit,
+                variable_broadcast="params",
+                split_rngs={"params": False, "dropout": True, "jitter": True},
+                in_axes=(nn.broadcast,),
+                length=repeats,
+            )(*unit_args, name="shared_layer")
+            x, aux = shared(x, context)  # aux[name]: [repeats] or [repeats, per period]
+            return x, {name: value.reshape(-1) for name, value in aux.items()}
+        shared = unit(*unit_args, name="shared_layer")
+        auxes = []
+        for _ in range(repeats):
+            x, aux = shared(x, context)
+            auxes.append(aux)
+        return x, _concatenate(auxes, per_period=period > 1)
+
     if config.scan_layers:
         stack = nn.scan(
-            block_cls,
+            unit,
             variable_axes={"params": 0},
-            split_rngs={"params": True, "dropout": True},
-            in_axes=(nn.broadcast,) * len(broadcast),
-            length=num_layers,
+            split_rngs={rng: True for rng in LAYER_RNGS},
+            in_axes=(nn.broadcast,),
+            length=repeats,
             metadata_params={nn.PARTITION_NAME: "layers"},
-        )(config, deterministic, name="layers")
-        x, _ = stack(x, *broadcast)
-        return x
+        )(*unit_args, name="layers")
+        x, aux = stack(x, context)  # aux[name]: [repeats] or [repeats, per period]; row-major = layer order
+        return x, {name: value.reshape(-1) for name, value in aux.items()}
+    auxes = []
     for i in range(num_layers):
-        x, _ = block_cls(config, deterministic, name=f"layers_{i}")(x, *broadcast)
-    return x
+        block = remat(Block)(config, deterministic, causal, cross_attention, kinds[i % period], name=f"layers_{i}")
+        x, aux = block(x, context)
+        auxes.append(aux)
+    return x, _concatenate(auxes, per_period=False)
 
 
-class Encoder(nn.Module):
-    """Embed -> dropout -> blocks (sharing one bidirectional relative position bias) -> RMSNorm -> dropout."""
-
-    config: ml_collections.ConfigDict
-    embedder: Embed
-
-    @nn.compact
-    def __call__(self, tokens: Array, segment_ids: Array, *, deterministic: bool) -> Array:
-        # tokens, segment_ids: [B, S] -> encoded [B, S, D]
-        cfg, dtype = self.config, dtype_of(self.config.dtype)
-        length = tokens.shape[1]
-        x = nn.Dropout(cfg.dropout_rate)(self.embedder(tokens), deterministic=deterministic)
-        position_bias = RelativePositionBias(
-            cfg.relpos_num_buckets, cfg.relpos_max_distance, cfg.num_heads, name="relpos_bias"
-        )(length, length, bidirectional=True)  # [1, N, S, S]
-        mask_bias = mask_to_bias(make_attention_mask(segment_ids, segment_ids))  # [B, 1, S, S]
-        x = _run_stack(EncoderBlock, cfg, cfg.num_encoder_layers, deterministic, x, mask_bias, position_bias)
-        x = RMSNorm(cfg.norm_epsilon, dtype, name="encoder_norm")(x)
-        return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
-
-
-class Decoder(nn.Module):
-    """Embed -> dropout -> blocks (one causal relative position bias) -> RMSNorm -> dropout -> logits."""
-
-    config: ml_collections.ConfigDict
-    embedder: Embed
-
-    @nn.compact
-    def __call__(
-        self,
-        encoded: Array,
-        encoder_segment_ids: Array,
-        tokens: Array,
-        segment_ids: Array | None,
-        *,
-        deterministic: bool,
-    ) -> Array:
-        # encoded: [B, S, D]; encoder_segment_ids: [B, S]; tokens, segment_ids: [B, T] -> logits [B, T, V] float32
-        cfg, dtype = self.config, dtype_of(self.config.dtype)
-        length = tokens.shape[1]
-        y = nn.Dropout(cfg.dropout_rate)(self.embedder(tokens), deterministic=deterministic)
-        position_bias = RelativePositionBias(
-            cfg.relpos_num_buckets, cfg.relpos_max_distance, cfg.num_heads, name="relpos_bias"
-        )(length, length, bidirectional=False)  # [1, N, T, T]
-        # Decoder inputs start with 0 (the shifted-right start token), so padding cannot be read off the tokens.
-        # Unpacked: causality alone suffices (trailing padding is never attended to by real positions).
-        # Packed: segment ids also keep each example to itself.
-        query_segments = jnp.ones_like(tokens, jnp.int32) if segment_ids is None else segment_ids
-        self_mask = combine_masks(
-            make_causal_mask(length), None if segment_ids is None else make_attention_mask(segment_ids, segment_ids)
-        )
-        self_mask_bias = mask_to_bias(self_mask)  # [B or 1, 1, T, T]
-        cross_mask_bias = mask_to_bias(make_attention_mask(query_segments, encoder_segment_ids))  # [B, 1, T, S]
-        broadcast = (encoded, self_mask_bias, position_bias, cross_mask_bias)
-        y = _run_stack(DecoderBlock, cfg, cfg.num_decoder_layers, deterministic, y, *broadcast)
-        y = RMSNorm(cfg.norm_epsilon, dtype, name="decoder_norm")(y)
-        y = nn.Dropout(cfg.dropout_rate)(y, deterministic=deterministic)
-        if cfg.tie_embeddings:
-            # T5.1.0 ties the output layer to the embedding N(0, 1) and rescales by d_model^-1/2 to keep logits O(1).
-            logits = self.embedder.attend(y) * cfg.embed_dim**-0.5
-        else:
-            logits = DenseGeneral(
-                cfg.vocab_size,
-                ("embed", "vocab"),
-                kernel_init=nn.initializers.normal(stddev=cfg.embed_dim**-0.5),
-                dtype=dtype,
-                name="logits_dense",
-            )(y)
-        logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
-        return logits.astype(jnp.float32)
-
-
-class EncoderDecoder(nn.Module):
-    """T5.1.1 (Raffel et al. 2020; gated-GELU, untied output layer, no dropout in pretraining).
-
-    Token id 0 is padding. Unpacked batches pass segment ids None (the encoder mask comes from tokens != 0);
-    packed batches pass segment ids 1, 2, ... per example, 0 for padding, for both encoder and decoder.
-    """
-
-    config: ml_collections.ConfigDict  # the config.model section
-
-    def setup(self):
-        cfg = self.config
-        _check_remat_policy(cfg.remat_policy)
-        dtype = dtype_of(cfg.dtype)
-        self.token_embedder = Embed(cfg.vocab_size, cfg.embed_dim, dtype=dtype)
-        self.encoder = Encoder(cfg, self.token_embedder)
-        self.decoder = Decoder(cfg, self.token_embedder)
-
-    def _check_length(self, tokens: Array, what: str) -> None:
-        if tokens.ndim != 2:
-            raise ValueError(f"{what} must be [batch, length] token ids, got shape {tokens.shape}")
-        if tokens.shape[1] > self.config.max_length:
-            raise ValueError(f"{what} has length {tokens.shape[1]} > config.model.max_length={self.config.max_length}")
-
-    @staticmethod
-    def _encoder_segments(encoder_input_tokens: Array, encoder_segment_ids: Array | None) -> Array:
-        if encoder_segment_ids is None:
-            return (encoder_input_tokens != 0).astype(jnp.int32)
-        return encoder_segment_ids
-
-    def encode(
-        self, encoder_input_tokens: Array, encoder_segment_ids: Array | None = None, *, enable_dropout: bool = False
-    ) -> Array:
-        """[B, S] tokens -> [B, S, D] encoder output (in config.model.dtype)."""
-        self._check_length(encoder_input_tokens, "encoder_input_tokens")
-        segments = self._encoder_segments(encoder_input_tokens, encoder_segment_ids)
-        return self.encoder(encoder_input_tokens, segments, deterministic=not enable_dropout)
-
-    def decode(
-        self,
-        encoded: Array,
-        encoder_input_tokens: Array,
-        decoder_input_tokens: Array,
-        encoder_segment_ids: Array | None = None,
-        decoder_segment_ids: Array | None = None,
-        *,
-        enable_dropout: bool = False,
-    ) -> Array:
-        """Encoder output [B, S, D] and decoder inputs [B, T] -> logits [B, T, vocab] float32.
-
-        encoder_input_tokens are only read for the cross-attention padding mask when encoder_segment_ids is None.
-        """
-        self._check_length(decoder_input_tokens, "decoder_input_tokens")
-        segments = self._encoder_segments(encoder_input_tokens, encoder_segment_ids)
-        return self.decoder(
-            encoded, segments, decoder_input_tokens, decoder_segment_ids, deterministic=not enable_dropout
-        )
-
-    def __call__(
-        self,
-        encoder_input_tokens: Array,
-        decoder_input_tokens: Array,
-        encoder_segment_ids: Array | None = None,
-        decoder_segment_ids: Array | None = None,
-        *,
-        enable_dropout: bool = False,
-    ) -> Array:
-        """[B, S] inputs, [B, T] shifted-right targets -> logits [B, T, vocab] float32."""
-        encoded = self.encode(encoder_input_tokens, encoder_segment_ids, enable_dropout=enable_dropout)
-        return self.decode(
-            encoded,
-            encoder_input_tokens,
-            decoder_input_tokens,
-            encoder_segment_ids,
-            decoder_segment_ids,
-            enable_dropout=enable_dropout,
-        )
+def _concatenate(auxes: list[Aux], *, per_period: bool) -> dict[str, Array]:
+    """Per-call aux dicts (scalars, or [per period] arrays) -> name: values of every layer, in layer order."""
+    names = sorted({name for aux in auxes for name in aux})
+    join = jnp.concatenate if per_period else jnp.stack
+    return {name: join([aux[name] for aux in auxes if name in aux]) for name in names}
 
 
 def unstack_scanned_params(params: Any) -> Any:
-    """Converts a scan_layers=True param tree to the scan_layers=False layout: `layers` [L, ...] -> layers_0..L-1.
+    """Converts a scan_layers=True param tree to the scan_layers=False layout: `layers` [R, ...] -> layers_0..;
+    a scanned period (`layers/sub_j` [R, ...]) -> layers_{r * period + j}.
 
     Accepts boxed (nn.Partitioned) or plain trees and returns a plain tree. Used by tests and checkpoint conversion.
     """
@@ -297,9 +282,12 @@ def unstack_scanned_params(params: Any) -> Any:
         out = {}
         for key, value in tree.items():
             if key == "layers" and isinstance(value, dict):
-                num_layers = jax.tree.leaves(value)[0].shape[0]
-                for i in range(num_layers):
-                    out[f"layers_{i}"] = jax.tree.map(lambda a, i=i: a[i], value)
+                subs = sorted((k for k in value if k.startswith("sub_")), key=lambda k: int(k.split("_")[1]))
+                periods = [value[k] for k in subs] if subs and len(subs) == len(value) else [value]
+                repeats = jax.tree.leaves(periods[0])[0].shape[0]
+                for r in range(repeats):
+                    for j, sub in enumerate(periods):
+                        out[f"layers_{r * len(periods) + j}"] = jax.tree.map(lambda a, r=r: a[r], sub)
             else:
                 out[key] = convert(value)
         return out
@@ -307,8 +295,8 @@ def unstack_scanned_params(params: Any) -> Any:
     return convert(dict(params))
 
 
-def stack_unrolled_params(params: Any) -> Any:
-    """Inverse of unstack_scanned_params: layers_0..L-1 -> `layers` with a leading [L] axis (plain tree)."""
+def stack_unrolled_params(params: Any, period: int = 1) -> Any:
+    """Inverse of unstack_scanned_params: layers_0..L-1 -> `layers` (period 1) or `layers/sub_j` (plain tree)."""
     params = nn.unbox(params)
 
     def convert(tree):
@@ -317,7 +305,14 @@ def stack_unrolled_params(params: Any) -> Any:
         layer_keys = sorted((k for k in tree if k.startswith("layers_")), key=lambda k: int(k.split("_")[1]))
         out = {k: convert(v) for k, v in tree.items() if not k.startswith("layers_")}
         if layer_keys:
-            out["layers"] = jax.tree.map(lambda *a: jnp.stack(a), *(tree[k] for k in layer_keys))
+
+            def stacked(keys):
+                return jax.tree.map(lambda *a: jnp.stack(a), *(tree[k] for k in keys))
+
+            if period == 1:
+                out["layers"] = stacked(layer_keys)
+            else:
+                out["layers"] = {f"sub_{j}": stacked(layer_keys[j::period]) for j in range(period)}
         return out
 
     return convert(dict(params))

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmx.models import layers
+from lmx.models import layers, positions
 
 
 def reference_bucket(relative_position, bidirectional, num_buckets, max_distance):
@@ -33,7 +33,7 @@ def reference_bucket(relative_position, bidirectional, num_buckets, max_distance
 @pytest.mark.parametrize("num_buckets,max_distance", [(32, 128), (64, 256), (16, 32), (128, 1024)])
 def test_relative_position_bucket_matches_reference(bidirectional, num_buckets, max_distance):
     rel = np.arange(-5000, 5001)
-    got = np.asarray(layers.relative_position_bucket(jnp.asarray(rel), bidirectional, num_buckets, max_distance))
+    got = np.asarray(positions.relative_position_bucket(jnp.asarray(rel), bidirectional, num_buckets, max_distance))
     want = reference_bucket(rel, bidirectional, num_buckets, max_distance)
     np.testing.assert_array_equal(got, want)
     assert got.min() >= 0 and got.max() == num_buckets - 1
@@ -42,16 +42,16 @@ def test_relative_position_bucket_matches_reference(bidirectional, num_buckets, 
 def test_relative_position_bucket_known_values():
     # T5 defaults: 32 buckets, max distance 128. Bidirectional: 16 per direction, 8 exact.
     rel = jnp.array([0, -1, -7, -8, -127, -128, -10_000, 1, 7, 8, 10_000])
-    got = layers.relative_position_bucket(rel, True, 32, 128)
+    got = positions.relative_position_bucket(rel, True, 32, 128)
     np.testing.assert_array_equal(got, [0, 1, 7, 8, 15, 15, 15, 17, 23, 24, 31])
     # Causal: 32 buckets for the past, 16 exact; every future key maps to bucket 0.
     rel = jnp.array([5, 1, 0, -1, -15, -16, -127, -128, -10_000])
-    got = layers.relative_position_bucket(rel, False, 32, 128)
+    got = positions.relative_position_bucket(rel, False, 32, 128)
     np.testing.assert_array_equal(got, [0, 0, 0, 1, 15, 16, 31, 31, 31])
 
 
 def test_relative_position_bias_gathers_table():
-    module = layers.RelativePositionBias(num_buckets=32, max_distance=128, num_heads=3)
+    module = positions.RelativePositionBias(num_buckets=32, max_distance=128, num_heads=3)
     params = module.init(jax.random.PRNGKey(0), 5, 7, bidirectional=True)
     bias = module.apply(params, 5, 7, bidirectional=True)
     assert bias.shape == (1, 3, 5, 7) and bias.dtype == jnp.float32
@@ -64,14 +64,14 @@ def test_relative_position_bias_gathers_table():
 def test_rms_norm_matches_numpy():
     x = np.random.default_rng(0).normal(size=(2, 5, 16)) * 3.0
     scale = np.random.default_rng(1).normal(size=(16,))
-    norm = layers.RMSNorm(epsilon=1e-6)
+    norm = layers.Norm(epsilon=1e-6)
     out = norm.apply({"params": {"scale": jnp.asarray(scale, jnp.float32)}}, jnp.asarray(x, jnp.float32))
     want = x / np.sqrt(np.mean(x**2, axis=-1, keepdims=True) + 1e-6) * scale
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
 
 
 def test_rms_norm_init_is_ones_and_keeps_dtype():
-    norm = layers.RMSNorm(epsilon=1e-6, dtype=jnp.bfloat16)
+    norm = layers.Norm(epsilon=1e-6, dtype=jnp.bfloat16)
     variables = norm.init(jax.random.PRNGKey(0), jnp.ones((2, 8), jnp.bfloat16))
     np.testing.assert_array_equal(nn.unbox(variables)["params"]["scale"], np.ones(8))
     assert nn.unbox(variables)["params"]["scale"].dtype == jnp.float32

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lmx import config_lib
+from lmx.convert import families, tensors
 from lmx.models import MODELS, EncoderDecoder, build_model, dtype_of
 from lmx.models.transformer import stack_unrolled_params, unstack_scanned_params
 
@@ -44,64 +45,44 @@ def model_and_apply(**overrides):
     return model, jax.jit(model.apply, static_argnames=("enable_dropout", "method"))
 
 
+def batch_of(encoder, decoder, **features):
+    """The model's feature dict (lmx.models contract) of encoder and decoder token arrays (+ segment ids)."""
+    features = {"encoder_input_tokens": encoder, "decoder_input_tokens": decoder, **features}
+    return {k: v if isinstance(v, jax.ShapeDtypeStruct) else jnp.asarray(v) for k, v in features.items()}
+
+
 @functools.cache
 def params_of(**overrides):
     """Initialised params (boxed) of the tiny config; shared by every test using the same parameter tree."""
     model, _ = model_and_apply(**overrides)
-    return jax.jit(model.init)(jax.random.PRNGKey(0), jnp.asarray(ENCODER_TOKENS), jnp.asarray(DECODER_TOKENS))[
-        "params"
-    ]
+    return jax.jit(model.init)(jax.random.PRNGKey(0), batch_of(ENCODER_TOKENS, DECODER_TOKENS))["params"]
 
 
-def logits(params, encoder=ENCODER_TOKENS, decoder=DECODER_TOKENS, *, overrides=None, **kwargs):
-    """Logits of the tiny model (with config `overrides`) on the given token arrays, as numpy."""
+def logits(
+    params,
+    encoder=ENCODER_TOKENS,
+    decoder=DECODER_TOKENS,
+    *,
+    overrides=None,
+    enable_dropout=False,
+    rngs=None,
+    **features,
+):
+    """Logits of the tiny model (with config `overrides`) on the given token arrays (+ segment ids), as numpy."""
     _, apply = model_and_apply(**(overrides or {}))
-    return np.asarray(apply({"params": params}, jnp.asarray(encoder), jnp.asarray(decoder), **kwargs))
+    outputs = apply(
+        {"params": params}, batch_of(encoder, decoder, **features), enable_dropout=enable_dropout, rngs=rngs
+    )
+    return np.asarray(outputs["logits"])
 
 
 # ----------------------------------------------------------------------------- Hugging Face parity
 
 
 def to_hf_state_dict(params, config):
-    """Our (unrolled, unboxed) params -> T5ForConditionalGeneration state dict (numpy arrays)."""
-    p = jax.tree.map(lambda a: np.asarray(a, np.float32), unstack_scanned_params(params))
-    inner = config.num_heads * config.head_dim
-    gated = len(config.mlp_activations) > 1
-
-    def attention(a, prefix):
-        return {
-            f"{prefix}.q.weight": a["query"]["kernel"].reshape(-1, inner).T,  # [D, N, H] -> [N*H, D]
-            f"{prefix}.k.weight": a["key"]["kernel"].reshape(-1, inner).T,
-            f"{prefix}.v.weight": a["value"]["kernel"].reshape(-1, inner).T,
-            f"{prefix}.o.weight": a["out"]["kernel"].reshape(inner, -1).T,  # [N, H, D] -> [D, N*H]
-        }
-
-    def mlp(m, prefix):
-        if gated:
-            wis = {f"{prefix}.wi_{i}.weight": m[f"wi_{i}"]["kernel"].T for i in range(2)}
-        else:
-            wis = {f"{prefix}.wi.weight": m["wi"]["kernel"].T}
-        return {**wis, f"{prefix}.wo.weight": m["wo"]["kernel"].T}
-
-    sd = {"shared.weight": p["token_embedder"]["embedding"]}
-    sd["encoder.embed_tokens.weight"] = sd["decoder.embed_tokens.weight"] = sd["shared.weight"]
-    for stack, n, blocks in (("encoder", config.num_encoder_layers, 2), ("decoder", config.num_decoder_layers, 3)):
-        s = p[stack]
-        # HF keeps the stack's one relative position bias in block 0's self-attention.
-        sd[f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"] = s["relpos_bias"]["rel_embedding"]
-        sd[f"{stack}.final_layer_norm.weight"] = s[f"{stack}_norm"]["scale"]
-        for i in range(n):
-            layer, pre = s[f"layers_{i}"], f"{stack}.block.{i}.layer"
-            sd.update(attention(layer["self_attention"], f"{pre}.0.SelfAttention"))
-            sd[f"{pre}.0.layer_norm.weight"] = layer["pre_self_attention_layer_norm"]["scale"]
-            if stack == "decoder":
-                sd.update(attention(layer["encoder_decoder_attention"], f"{pre}.1.EncDecAttention"))
-                sd[f"{pre}.1.layer_norm.weight"] = layer["pre_cross_attention_layer_norm"]["scale"]
-            sd.update(mlp(layer["mlp"], f"{pre}.{blocks - 1}.DenseReluDense"))
-            sd[f"{pre}.{blocks - 1}.layer_norm.weight"] = layer["pre_mlp_layer_norm"]["scale"]
-    tied = config.tie_embeddings
-    sd["lm_head.weight"] = sd["shared.weight"] if tied else p["decoder"]["logits_dense"]["kernel"].T
-    return sd
+    """Our params -> T5ForConditionalGeneration state dict (numpy arrays, tied twins included), by the converter's
+    T5 table (lmx.convert.mappings.T5), the mapping `python -m lmx.convert.hf` uses."""
+    return tensors.to_hf(params, config, families.FAMILIES["t5"], with_aliases=True)
 
 
 @pytest.mark.parametrize(
@@ -112,9 +93,7 @@ def to_hf_state_dict(params, config):
     ],
     ids=["t5.1.1", "t5.1.0"],
 )
-def test_matches_hugging_face_t5(overrides, feed_forward_proj):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+def test_matches_hugging_face_t5(overrides, feed_forward_proj, torch, transformers):
     config = make_tiny_config(**overrides)
     params = params_of(**overrides)
     ours = logits(params, overrides=overrides)
@@ -163,8 +142,9 @@ def test_scan_and_unrolled_give_identical_logits():
     converted = unstack_scanned_params(params)
     # Same tree structure and shapes as an unrolled model's init (abstract: nothing is computed).
     unrolled_model, _ = model_and_apply(scan_layers=False)
-    tokens = jnp.asarray(ENCODER_TOKENS), jnp.asarray(DECODER_TOKENS)
-    unrolled_shapes = jax.eval_shape(unrolled_model.init, jax.random.PRNGKey(0), *tokens)["params"]
+    unrolled_shapes = jax.eval_shape(
+        unrolled_model.init, jax.random.PRNGKey(0), batch_of(ENCODER_TOKENS, DECODER_TOKENS)
+    )["params"]
     assert jax.tree.map(jnp.shape, converted) == jax.tree.map(jnp.shape, nn.unbox(unrolled_shapes))
     unrolled = logits(converted, overrides={"scan_layers": False})
     np.testing.assert_allclose(logits(params), unrolled, rtol=1e-5, atol=1e-5)
@@ -178,11 +158,11 @@ def test_scan_and_unrolled_give_identical_logits():
 def test_remat_policies_give_identical_gradients(scan_layers, policies):
     params = params_of() if scan_layers else unstack_scanned_params(params_of())
     weights = jax.random.normal(jax.random.PRNGKey(1), (*DECODER_TOKENS.shape, 128))
-    tokens = jnp.asarray(ENCODER_TOKENS), jnp.asarray(DECODER_TOKENS)
+    batch = batch_of(ENCODER_TOKENS, DECODER_TOKENS)
 
     def grads(policy):
         model, _ = model_and_apply(scan_layers=scan_layers, remat_policy=policy)
-        loss = lambda p: jnp.sum(model.apply({"params": p}, *tokens) * weights)  # noqa: E731
+        loss = lambda p: jnp.sum(model.apply({"params": p}, batch)["logits"] * weights)  # noqa: E731
         return jax.jit(jax.grad(loss))(params)
 
     reference = grads("none")
@@ -243,10 +223,10 @@ def test_encoder_padding_does_not_change_logits():
 def test_encode_then_decode_equals_call():
     params = params_of()
     _, apply = model_and_apply()
-    encoder_tokens, decoder_tokens = jnp.asarray(ENCODER_TOKENS), jnp.asarray(DECODER_TOKENS)
-    encoded = apply({"params": params}, encoder_tokens, method=EncoderDecoder.encode)
+    batch = batch_of(ENCODER_TOKENS, DECODER_TOKENS)
+    encoded, _ = apply({"params": params}, batch, method=EncoderDecoder.encode)
     assert encoded.shape == (*ENCODER_TOKENS.shape, 32)
-    decoded = apply({"params": params}, encoded, encoder_tokens, decoder_tokens, method=EncoderDecoder.decode)
+    decoded, _ = apply({"params": params}, encoded, batch, method=EncoderDecoder.decode)
     np.testing.assert_allclose(decoded, logits(params), rtol=1e-6, atol=1e-6)
 
 
@@ -282,7 +262,7 @@ def test_full_size_parameter_counts(size):
     )
     model = build_model(config)
     tokens = jax.ShapeDtypeStruct((1, 8), jnp.int32)
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), tokens, tokens)  # nothing is allocated
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), batch_of(tokens, tokens))  # nothing is allocated
     count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nn.unbox(shapes)))
     attention, ffn = 4 * embed * heads * head_dim, 3 * embed * mlp
     expected = (
@@ -299,7 +279,7 @@ def test_full_size_parameter_counts(size):
 def test_every_param_has_logical_axes(scan_layers):
     config = make_tiny_config(scan_layers=scan_layers)
     tokens = jax.ShapeDtypeStruct((2, 8), jnp.int32)
-    shapes = jax.eval_shape(build_model(config).init, jax.random.PRNGKey(0), tokens, tokens)["params"]
+    shapes = jax.eval_shape(build_model(config).init, jax.random.PRNGKey(0), batch_of(tokens, tokens))["params"]
     known = {"vocab", "embed", "mlp", "heads", "kv", "relpos_buckets", "layers"}
     boxes = jax.tree.leaves(shapes, is_leaf=lambda x: isinstance(x, nn.Partitioned))
     assert boxes and all(isinstance(b, nn.Partitioned) for b in boxes)
@@ -323,10 +303,10 @@ def test_registry_and_guardrails():
         build_model(make_tiny_config(name="gpt17"))
     model = build_model(make_tiny_config(remat_policy="some"))
     with pytest.raises(ValueError, match="dots_with_no_batch_dims"):
-        model.init(jax.random.PRNGKey(0), jnp.asarray(ENCODER_TOKENS), jnp.asarray(DECODER_TOKENS))
+        model.init(jax.random.PRNGKey(0), batch_of(ENCODER_TOKENS, DECODER_TOKENS))
     model = build_model(make_tiny_config(max_length=8))
     with pytest.raises(ValueError, match="max_length"):
-        model.init(jax.random.PRNGKey(0), jnp.asarray(ENCODER_TOKENS), jnp.asarray(DECODER_TOKENS))
+        model.init(jax.random.PRNGKey(0), batch_of(ENCODER_TOKENS, DECODER_TOKENS))
 
 
 def test_runs_sharded_on_a_fake_mesh():
@@ -335,17 +315,17 @@ def test_runs_sharded_on_a_fake_mesh():
 
     params = params_of()
     # Auto axes: the model states shardings as logical constraints (jax.make_mesh defaults to Explicit axes).
-    auto = (jax.sharding.AxisType.Auto,) * 3
-    mesh = jax.make_mesh((1, 2, 4), ("data", "fsdp", "tensor"), auto, devices=jax.devices()[:8])
+    auto = (jax.sharding.AxisType.Auto,) * 4
+    mesh = jax.make_mesh((1, 2, 4, 1), ("data", "fsdp", "tensor", "expert"), auto, devices=jax.devices()[:8])
     model, _ = model_and_apply()
     shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(params), mesh, DEFAULT_RULES)
     sharded = jax.device_put(nn.unbox(params), shardings)
     q = sharded["encoder"]["layers"]["self_attention"]["query"]["kernel"]
     assert q.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
-    args = {"params": sharded}, jnp.asarray(ENCODER_TOKENS), jnp.asarray(DECODER_TOKENS)
+    args = {"params": sharded}, batch_of(ENCODER_TOKENS, DECODER_TOKENS)
     with jax.set_mesh(mesh), nn.logical_axis_rules(DEFAULT_RULES):  # flax reads the mesh jax.set_mesh sets
         hlo = jax.jit(model.apply).lower(*args).as_text()
-        out = jax.jit(model.apply)(*args)
+        out = jax.jit(model.apply)(*args)["logits"]
     # Activation constraints are really emitted (inside the scanned blocks too): batch over data+fsdp.
-    assert hlo.count("sharding_constraint") >= 10 and '[{"data", "fsdp"}, {}, {"tensor"}, {}]' in hlo
+    assert hlo.count("sharding_constraint") >= 10 and '[{"data", "fsdp", "expert"}, {}, {"tensor"}, {}]' in hlo
     np.testing.assert_allclose(out, logits(params), rtol=1e-5, atol=1e-5)
