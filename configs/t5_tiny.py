@@ -36,8 +36,8 @@ def get_config(arg: str | None = None):
     t.log_every, t.eval_every, t.eval_steps = 25, 200, 4
 
     o = config.optim
-    o.name, o.learning_rate, o.warmup_steps, o.decay = "adamw", 3e-3, 60, "cosine"
-    o.weight_decay = 0.01
+    o.name, o.learning_rate, o.warmup_steps, o.warmup_shape, o.decay = "adamw", 3e-3, 60, "linear", "cosine"
+    o.weight_decay, o.clip_norm = 0.01, 1.0
 
     config.checkpoint.every_steps = 200
     return config

@@ -1,4 +1,8 @@
-"""lmx: JAX/Flax language-model pretraining (T5, GPT, BERT/ELECTRA, Switch) on any mesh."""
+"""lmx: JAX/Flax pretraining of Transformer language models on a (data, fsdp, tensor, expert) device mesh.
+
+The model families are the entries of `lmx.models.MODELS`; each config in `configs/` names one and a pretraining
+objective (`config.data.objective`). README.md says what has been run and measured.
+"""
 
 import os as _os
 

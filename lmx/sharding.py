@@ -97,22 +97,22 @@ def _dict_keys(path) -> tuple[str, ...]:
 
 
 def _spec_for(shape: tuple[int, ...], param_shape: tuple[int, ...], param_spec: PartitionSpec) -> PartitionSpec:
-    """The spec of an optimizer leaf that mirrors a parameter: the same, or with one factored dimension dropped."""
+    """The spec of an optimizer leaf that mirrors a parameter: the parameter's spec on every dim the leaf keeps.
+
+    Per-parameter statistics have the parameter's rank; a dim they reduce (Adafactor's factored row and column
+    statistics keep reduced dims as size 1) is not split. A leaf of another rank is replicated.
+    """
+    if len(shape) != len(param_shape):
+        return PartitionSpec()
     spec = tuple(param_spec) + (None,) * (len(param_shape) - len(param_spec))
-    if shape == param_shape:
-        return PartitionSpec(*spec)
-    if len(shape) == len(param_shape) - 1:  # Adafactor's factored row/column statistics.
-        for dropped in range(len(param_shape)):
-            if param_shape[:dropped] + param_shape[dropped + 1 :] == shape:
-                return PartitionSpec(*(spec[:dropped] + spec[dropped + 1 :]))
-    return PartitionSpec()
+    return PartitionSpec(*(axes if n == full else None for n, full, axes in zip(shape, param_shape, spec, strict=True)))
 
 
 def mirror_shardings(tree: Any, params: Any, params_sharding: Any, mesh: Mesh) -> Any:
     """Shardings for a tree (an optimizer state) whose sub-trees mirror the parameters.
 
     Optax states hold per-parameter statistics under the same dict keys as the parameters; each such leaf takes
-    its parameter's sharding (or the factored version of it); everything else (counts, scalars) is replicated.
+    its parameter's sharding on the dims it keeps (see _spec_for); everything else (counts, scalars) is replicated.
     """
     by_path = {}
     for (path, leaf), sharding in zip(

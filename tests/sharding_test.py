@@ -4,7 +4,7 @@ import jax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from lmx import config_lib, sharding
+from lmx import config_lib, optim, sharding
 
 
 def test_mesh_fills_the_minus_one_axis():
@@ -37,7 +37,8 @@ def test_default_rules_map_logical_axes():
     config = config_lib.base_config()
     rules = sharding.rules_of(config)
     mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2, "expert": 1})
-    assert sharding.batch_sharding(mesh, rules).spec == P(("data", "fsdp"), None)
+    # The batch is split over every axis that holds different rows: data, fsdp and (for MoE) expert.
+    assert sharding.batch_sharding(mesh, rules).spec == P(("data", "fsdp", "expert"), None)
     assert sharding.logical_sharding(mesh, rules, "embed", "mlp").spec == P("fsdp", "tensor")
     assert sharding.logical_sharding(mesh, rules, "vocab", "embed").spec == P("tensor", "fsdp")
     assert sharding.data_parallel_size(mesh, rules) == 4
@@ -50,11 +51,29 @@ def test_optimizer_statistics_follow_their_parameters():
     opt_state = (
         {"count": jax.ShapeDtypeStruct((), "int32")},
         {"mu": {"dense": {"kernel": jax.ShapeDtypeStruct((8, 6), "float32")}}},
-        {"v_row": {"dense": {"kernel": jax.ShapeDtypeStruct((8,), "float32")}}},
-        {"v_col": {"dense": {"kernel": jax.ShapeDtypeStruct((6,), "float32")}}},
+        {"row": {"dense": {"kernel": jax.ShapeDtypeStruct((8, 1), "float32")}}},  # reduced dims kept as size 1
+        {"col": {"dense": {"kernel": jax.ShapeDtypeStruct((1, 6), "float32")}}},
     )
     out = sharding.mirror_shardings(opt_state, params, shardings, mesh)
     assert out[0]["count"].spec == P()
     assert out[1]["mu"]["dense"]["kernel"].spec == P("fsdp", "tensor")
-    assert out[2]["v_row"]["dense"]["kernel"].spec == P("fsdp")
-    assert out[3]["v_col"]["dense"]["kernel"].spec == P("tensor")
+    assert out[2]["row"]["dense"]["kernel"].spec == P("fsdp", None)
+    assert out[3]["col"]["dense"]["kernel"].spec == P(None, "tensor")
+
+
+def test_adafactor_state_of_a_stacked_attention_kernel_is_sharded_like_it():
+    # [layers, embed, heads, kv] factors per layer as embed x (heads * kv): row statistics [layers, embed, 1, 1]
+    # keep the embed split, column statistics [layers, 1, heads, kv] the heads split.
+    mesh = sharding.make_mesh({"data": 1, "fsdp": 4, "tensor": 2, "expert": 1})
+    params = {"query": {"kernel": jax.ShapeDtypeStruct((3, 16, 4, 8), "float32")}}
+    shardings = {"query": {"kernel": jax.sharding.NamedSharding(mesh, P(None, "fsdp", "tensor", None))}}
+    tx, _ = optim.make_optimizer(
+        config_lib.base_config().optim, 10, {"query": {"kernel": P("layers", "embed", "heads", "kv")}}
+    )
+    state = jax.eval_shape(tx.init, params)
+    out = sharding.mirror_shardings(state, params, shardings, mesh)
+    (adafactor,) = out
+    moments = adafactor.moments["query"]["kernel"]
+    assert adafactor.count.spec == P()
+    assert moments.row.spec == P(None, "fsdp", None, None)
+    assert moments.col.spec == P(None, None, "tensor", None)

@@ -2,7 +2,9 @@
 
 - `embedded`: Python's own documentation (`pydoc_data.topics`, ~465K characters), present on every machine.
 - `text_files`: local (or gfile-readable) text files matched by `data.text_files`.
-- `c4`, `wikipedia`: TensorFlow Datasets, read from `data.tfds_data_dir` (prepared beforehand; nothing downloads here).
+- `books`: BookCorpus-style local books, one file per book matched by `data.text_files`; whole books are held out.
+- `c4`, `wikipedia`, `lm1b`: TensorFlow Datasets, read from `data.tfds_data_dir` (prepared beforehand; nothing
+  downloads here).
 
 Corpora without a validation split hold out `data.eval_fraction` of their documents. For `embedded` and
 `text_files` a document belongs to validation when the fingerprint of its text falls in the lowest `eval_fraction`
@@ -12,6 +14,9 @@ Everything here is TF ops (no py_function), so tf.data iterators over these sour
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
 from collections.abc import Callable
 
 import ml_collections
@@ -23,6 +28,9 @@ from absl import logging
 # Paragraphs are grouped into documents of about this many bytes (~250 tokens): long enough that a held-out
 # document is a real passage, short enough that the hash split of a small corpus is even.
 _DOCUMENT_BYTES = 1000
+# Books are held out whole, so their documents can be longer: a few pages (~2,500 tokens), in which sentence-pair
+# objectives find consecutive segments, while the stream still interleaves many books.
+_BOOK_DOCUMENT_BYTES = 10_000
 # Resolution of the hash split (eval_fraction is rounded to a multiple of 1 / _HASH_BUCKETS).
 _HASH_BUCKETS = 1_000_000
 # Files read at once when shuffling `text_files`, so that the stream mixes books rather than reading one at a time.
@@ -32,22 +40,28 @@ _EMBEDDED_SHUFFLE_BUFFER = 1000
 
 C4_TFDS_NAME = "c4/en:3.1.0"
 WIKIPEDIA_TFDS_NAME = "wikipedia/20230601.en:1.0.0"
+LM1B_TFDS_NAME = "lm1b:1.1.0"
 
 
+@functools.cache  # once per process: later calls do nothing
 def hide_accelerators_from_tf() -> None:
-    """Keeps TensorFlow (the input pipeline only) off the GPUs so it never takes memory from JAX."""
+    """Keeps TensorFlow (the input pipeline only) off the GPUs so it never takes memory from JAX.
+
+    It only takes effect before TF's runtime starts (the first TF op), so importing `lmx.data` calls it, before
+    any module of the package can run one (vocabulary training, seqio tasks).
+    """
     try:
         tf.config.set_visible_devices([], "GPU")
-    except RuntimeError as e:  # TF's runtime already started: too late to change, and harmless on CPU hosts.
+    except RuntimeError as e:  # TF's runtime already started (by code outside lmx): too late to change.
         logging.warning("Could not hide GPUs from TensorFlow (%s).", e)
 
 
-def text_documents(text: tf.Tensor) -> tf.Tensor:
+def text_documents(text: tf.Tensor, document_bytes: int = _DOCUMENT_BYTES) -> tf.Tensor:
     """[num_documents] strings: hard-wrapped `text` cut into documents of whole paragraphs.
 
     Paragraphs are separated by blank lines; the wrapped lines of a paragraph are joined with single spaces,
     except in a block whose every line is indented (code, quoted verse), which keeps its lines. Paragraphs that
-    start in the same `_DOCUMENT_BYTES`-byte window of the (paragraph) text form one document, joined by newlines.
+    start in the same `document_bytes`-byte window of the (paragraph) text form one document, joined by newlines.
     """
     text = tf.strings.regex_replace(text, r"\r\n?", "\n")
     blocks = tf.strings.split(tf.strings.regex_replace(text, r"\n\s*\n", "\x1e"), sep="\x1e")  # [num_blocks]
@@ -57,7 +71,7 @@ def text_documents(text: tf.Tensor) -> tf.Tensor:
     joined = tf.strings.strip(tf.strings.regex_replace(blocks, r"[ \t\f\v]*\n[ \t\f\v]*", " "))
     paragraphs = tf.where(preformatted, blocks, joined)
     paragraphs = tf.boolean_mask(paragraphs, tf.strings.length(tf.strings.strip(paragraphs)) > 0)  # [num_paragraphs]
-    window = tf.math.cumsum(tf.strings.length(paragraphs), exclusive=True) // _DOCUMENT_BYTES  # [num_paragraphs]
+    window = tf.math.cumsum(tf.strings.length(paragraphs), exclusive=True) // document_bytes  # [num_paragraphs]
     num_windows = tf.reduce_max(tf.concat([[-1], window], axis=0)) + 1
     documents = tf.strings.unsorted_segment_join(paragraphs, window, num_windows, separator="\n")  # [num_windows]
     return tf.boolean_mask(documents, tf.strings.length(documents) > 0)  # a long paragraph leaves windows empty
@@ -65,10 +79,6 @@ def text_documents(text: tf.Tensor) -> tf.Tensor:
 
 def _documents_of_text(text: tf.Tensor) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices(text_documents(text))
-
-
-def _documents_of_file(path: tf.Tensor) -> tf.data.Dataset:
-    return _documents_of_text(tf.io.read_file(path))
 
 
 def _check_split(split: str) -> None:
@@ -113,8 +123,7 @@ def embedded_source(data_config: ml_collections.ConfigDict) -> seqio.DataSource:
     return seqio.FunctionDataSource(dataset_fn, splits=("train", "validation"))
 
 
-def text_files_source(data_config: ml_collections.ConfigDict) -> seqio.DataSource:
-    """Text files matched by `data.text_files` (UTF-8), cut into paragraph documents (see `text_documents`)."""
+def _matched_files(data_config: ml_collections.ConfigDict) -> list[str]:
     pattern = data_config.text_files
     fix = "set data.text_files to a glob of UTF-8 .txt files, e.g. --config.data.text_files='books/*.txt'"
     files = sorted(tf.io.gfile.glob(pattern)) if pattern else []
@@ -122,18 +131,62 @@ def text_files_source(data_config: ml_collections.ConfigDict) -> seqio.DataSourc
         raise ValueError(f"data.text_files={pattern!r} matches no files; {fix}")
     if all(tf.io.gfile.stat(f).length == 0 for f in files):
         raise ValueError(f"data.text_files={pattern!r} matches only empty files ({len(files)}); {fix}")
+    return files
+
+
+def _documents_of_files(files: list[str], shuffle_files: bool, seed: int | None, document_bytes: int):
+    """The documents of `files`, file after file, or (shuffled) interleaved from several files at a time."""
+
+    def documents(path):
+        return tf.data.Dataset.from_tensor_slices(text_documents(tf.io.read_file(path), document_bytes))
+
+    paths = tf.data.Dataset.from_tensor_slices(files)
+    if not shuffle_files:
+        return paths.flat_map(documents)
+    paths = paths.shuffle(len(files), seed=seed)
+    return paths.interleave(documents, cycle_length=min(len(files), _INTERLEAVED_FILES), block_length=1)
+
+
+def text_files_source(data_config: ml_collections.ConfigDict) -> seqio.DataSource:
+    """Text files matched by `data.text_files` (UTF-8), cut into paragraph documents (see `text_documents`)."""
+    files = _matched_files(data_config)
     eval_fraction = _check_eval_fraction(data_config)
 
     def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
         _check_split(split)
-        paths = tf.data.Dataset.from_tensor_slices(files)
-        if shuffle_files:
-            paths = paths.shuffle(len(files), seed=seed)
-            cycle_length = min(len(files), _INTERLEAVED_FILES)
-            docs = paths.interleave(_documents_of_file, cycle_length=cycle_length, block_length=1)
-        else:
-            docs = paths.flat_map(_documents_of_file)
-        return _held_out(docs, split, eval_fraction)
+        return _held_out(_documents_of_files(files, shuffle_files, seed, _DOCUMENT_BYTES), split, eval_fraction)
+
+    return seqio.FunctionDataSource(dataset_fn, splits=("train", "validation"))
+
+
+def held_out_books(files: list[str], eval_fraction: float) -> tuple[list[str], list[str]]:
+    """(train, validation) books: the round(eval_fraction x books) books, at least one, whose file names hash
+    lowest (SHA-256 of the base name: stable across machines and directories) are held out whole."""
+    order = sorted(files, key=lambda path: hashlib.sha256(os.path.basename(path).encode()).hexdigest())
+    held = max(1, round(eval_fraction * len(files)))
+    return sorted(order[held:]), sorted(order[:held])
+
+
+def books_source(data_config: ml_collections.ConfigDict) -> seqio.DataSource:
+    """BookCorpus-style books (Zhu et al. 2015; BERT's second corpus): one UTF-8 file per book, matched by
+    `data.text_files`, as one sentence per line (BookCorpus) or wrapped paragraphs (Project Gutenberg).
+
+    Unlike `text_files`, validation holds out whole books (`held_out_books`), so no page of an evaluated book was
+    trained on, and documents are longer (`_BOOK_DOCUMENT_BYTES` windows of paragraphs; a BookCorpus file without
+    blank lines is one paragraph, i.e. one document per book, as BERT's input files had).
+    """
+    files = _matched_files(data_config)
+    if len(files) < 2:
+        raise ValueError(
+            f"data.text_files={data_config.text_files!r} matches {len(files)} book; corpus 'books' holds out whole "
+            "books for validation, so give it at least two files (or use corpus=text_files)"
+        )
+    train, validation = held_out_books(files, _check_eval_fraction(data_config))
+
+    def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
+        _check_split(split)
+        docs = _documents_of_files(train if split == "train" else validation, shuffle_files, seed, _BOOK_DOCUMENT_BYTES)
+        return docs.map(lambda text: {"text": text})
 
     return seqio.FunctionDataSource(dataset_fn, splits=("train", "validation"))
 
@@ -178,11 +231,19 @@ def wikipedia_source(data_config: ml_collections.ConfigDict) -> seqio.DataSource
     )
 
 
+def lm1b_source(data_config: ml_collections.ConfigDict) -> seqio.DataSource:
+    """The One Billion Word benchmark (Chelba et al. 2013): shuffled single sentences; its "test" split (the
+    benchmark's held-out sentences) is the validation split."""
+    return PreparedTfdsDataSource(LM1B_TFDS_NAME, _tfds_data_dir(data_config), {"train": "train", "validation": "test"})
+
+
 SOURCES: dict[str, Callable[[ml_collections.ConfigDict], seqio.DataSource]] = {
     "embedded": embedded_source,
     "text_files": text_files_source,
     "c4": c4_source,
     "wikipedia": wikipedia_source,
+    "lm1b": lm1b_source,
+    "books": books_source,
 }
 
 
