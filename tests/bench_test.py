@@ -8,6 +8,7 @@ import sys
 
 import jax
 import pytest
+from lmx_cli import xla_flags
 
 from lmx import bench, flops, step
 from lmx.data import tasks
@@ -128,7 +129,7 @@ def test_unknown_model_is_named(tiny_config):
 
 def _bench(*args, devices=2, cache_dir=None):
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = xla_flags(devices)
     if cache_dir is not None:
         env["LMX_CACHE_DIR"] = str(cache_dir)
     return subprocess.run(

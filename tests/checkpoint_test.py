@@ -1,5 +1,9 @@
 """Checkpoints: a state saved on one mesh restores onto another with identical values and the new layout; the
-data position travels with it; a checkpoint of another architecture or a damaged one is refused clearly."""
+data position travels with it; a checkpoint of another architecture or a damaged one is refused clearly, and the
+diagnosis fits the damage (a missing file names the step and the previous checkpoint; positions of another number of
+input shards name the setting)."""
+
+import os
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +13,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from lmx import checkpoint, config_lib, sharding, step
+from lmx.data import pipeline
 
 
 class CountingIterator:
@@ -18,11 +23,13 @@ class CountingIterator:
         self.position = position
 
     def save(self, path):
-        import os
-
         os.makedirs(path, exist_ok=True)
         with open(f"{path}/position", "w") as f:
             f.write(str(self.position))
+
+    def check_saved(self, path):
+        if not os.path.exists(f"{path}/position"):
+            raise FileNotFoundError("data/position is missing")
 
     def restore(self, path):
         with open(f"{path}/position") as f:
@@ -95,6 +102,74 @@ def test_other_architecture_and_damage_are_refused(tmp_path):
     abstract = jax.eval_shape(lambda: state)
     shardings = jax.tree.map(lambda x: x.sharding, state)
     manager = checkpoint.make_manager(str(tmp_path), config.checkpoint)
-    with pytest.raises(checkpoint.UnreadableCheckpoint, match=r"checkpoints/3 is unreadable .*previous checkpoint"):
+    with pytest.raises(
+        checkpoint.UnreadableCheckpoint, match=r"checkpoints/3 is unreadable .*away to start from step 0"
+    ):
         checkpoint.restore(manager, 3, abstract, shardings, CountingIterator())
     manager.close()
+
+
+def _shard_iterator(shards, mine=None):
+    """A real pipeline.DataIterator over `shards` input shards (this process reading `mine`); shard k yields
+    {"x": [k * 1000, k * 1000 + 1]}, {"x": [k * 1000 + 2, ...]}, ..."""
+    import tensorflow as tf
+
+    mine = range(shards) if mine is None else mine
+    datasets = {k: tf.data.Dataset.range(k * 1000, k * 1000 + 100).map(lambda x: {"x": x}).batch(2) for k in mine}
+    return pipeline.DataIterator(datasets, frozenset(mine), shards)
+
+
+def test_data_positions_restore_and_damage_is_told_from_another_input_shards(tmp_path):
+    config = _config()
+    mesh = sharding.make_mesh({"data": 1, "fsdp": 8, "tensor": 1, "expert": 1})
+    state, _ = _state(mesh, {"kernel": P("fsdp", None), "scale": P()})
+    abstract, shardings = jax.eval_shape(lambda: state), jax.tree.map(lambda x: x.sharding, state)
+    iterator = _shard_iterator(2)
+    manager = checkpoint.make_manager(str(tmp_path), config.checkpoint)
+    for saved_step in (3, 5):
+        next(iterator)
+        checkpoint.save(manager, saved_step, state, iterator, config)
+        manager.wait_until_finished()
+    manager.close()
+    steps = tmp_path / "checkpoints"
+
+    def restore(saved_step, data_iterator):
+        manager = checkpoint.make_manager(str(tmp_path), config.checkpoint)
+        try:
+            return checkpoint.restore(manager, saved_step, abstract, shardings, data_iterator)
+        finally:
+            manager.close()
+
+    fresh = _shard_iterator(2)
+    restore(5, fresh)
+    np.testing.assert_array_equal(next(fresh)["x"], [4, 5, 1004, 1005])  # two batches were taken before step 5
+
+    # A file missing from an otherwise complete step: damage, named with the way back to step 3.
+    (steps / "5" / "data" / "shard_1" / "iterator.index").unlink()
+    with pytest.raises(
+        checkpoint.UnreadableCheckpoint,
+        match=rf"^checkpoint {steps}/5 is damaged: data/shard_1/iterator.index is missing; move {steps}/5 away to "
+        r"resume from the previous checkpoint \(step 3\), or use a new --workdir$",
+    ):
+        restore(5, _shard_iterator(2))
+
+    # Positions of 2 input shards, read by a run of 4: the setting to use, not damage (also for checkpoints written
+    # before the shard count was recorded, from the shard directories).
+    for recorded in (True, False):
+        if not recorded:
+            (steps / "3" / "data" / pipeline.SHARDS_FILE).unlink()
+        with pytest.raises(
+            checkpoint.UnreadableCheckpoint,
+            match=rf"^checkpoint {steps}/3 cannot be resumed by this run: its data positions are of 2 input shards, "
+            r"this run reads 4 .* --config.data.input_shards=2 ",
+        ):
+            restore(3, _shard_iterator(4, mine=[0, 1]))
+
+    # The state's OCDBT manifest gone: found from the directory before orbax reads anything.
+    (steps / "3" / "state" / "manifest.ocdbt").unlink()
+    with pytest.raises(
+        checkpoint.UnreadableCheckpoint,
+        match=rf"^checkpoint {steps}/3 is damaged: state/manifest.ocdbt is missing; move {steps}/3 away to start "
+        "from step 0",
+    ):
+        checkpoint.check_compatible(str(tmp_path), 3, config.model)

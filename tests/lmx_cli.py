@@ -34,9 +34,15 @@ FAST = [
 COMPILATION_CACHE = tempfile.mkdtemp(prefix="lmx-test-jax-cache-")
 
 
+def xla_flags(devices: int) -> str:
+    """This test session's XLA flags (conftest.py's) with `devices` simulated CPU devices instead of 8."""
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    return " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"])
+
+
 def env_for(cache_dir, devices: int) -> dict:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = xla_flags(devices)
     env["LMX_CACHE_DIR"] = str(cache_dir)
     env["PYTHONUNBUFFERED"] = "1"
     env["JAX_COMPILATION_CACHE_DIR"] = COMPILATION_CACHE
@@ -60,9 +66,11 @@ def run(args, *, cache_dir, devices=1, timeout=600, config="configs/t5_tiny.py")
     )
 
 
-def start(args, *, cache_dir, devices=1, log_path=None) -> subprocess.Popen:
+def start(args, *, cache_dir, devices=1, log_path=None, stderr_path=None) -> subprocess.Popen:
+    """Starts the CLI; stdout (and stderr, unless stderr_path is given) go to log_path."""
     out = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115 (the child owns it)
-    return subprocess.Popen(command(args), cwd=REPO, env=env_for(cache_dir, devices), stdout=out, stderr=out)
+    err = open(stderr_path, "w") if stderr_path else out  # noqa: SIM115
+    return subprocess.Popen(command(args), cwd=REPO, env=env_for(cache_dir, devices), stdout=out, stderr=err)
 
 
 def events(workdir) -> list[dict]:
@@ -72,24 +80,35 @@ def events(workdir) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def train_steps(workdir) -> list[int]:
+    """The steps of the train records of metrics.jsonl, in file order (a resumed run never repeats one)."""
+    return [e["step"] for e in events(workdir) if "train/loss" in e]
+
+
 def train_losses(workdir) -> dict[int, float]:
-    """step -> train loss; when a step was run twice (before a crash and after resuming) the last one counts."""
+    """step -> train loss."""
     return {e["step"]: e["train/loss"] for e in events(workdir) if "train/loss" in e}
 
 
-def signal_at_step(proc: subprocess.Popen, workdir, step: int, sig=signal.SIGKILL, timeout=300) -> int:
-    """Sends `sig` to the training process once metrics.jsonl shows `step`; returns the step seen then."""
+def wait_for_step(proc: subprocess.Popen, workdir, step: int, timeout=300) -> int:
+    """Waits until metrics.jsonl shows `step` (or later); returns the step seen then."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        seen = max((e["step"] for e in events(workdir) if "train/loss" in e), default=0)
+        seen = max(train_steps(workdir), default=0)
         if seen >= step:
-            proc.send_signal(sig)
             return seen
         if proc.poll() is not None:
             raise AssertionError(f"training exited ({proc.returncode}) before step {step}")
         time.sleep(0.05)
     proc.kill()
     raise AssertionError(f"step {step} not reached in {timeout}s")
+
+
+def signal_at_step(proc: subprocess.Popen, workdir, step: int, sig=signal.SIGKILL, timeout=300) -> int:
+    """Sends `sig` to the training process once metrics.jsonl shows `step`; returns the step seen then."""
+    seen = wait_for_step(proc, workdir, step, timeout)
+    proc.send_signal(sig)
+    return seen
 
 
 def checkpoint_params(workdir, step: int) -> dict:

@@ -65,7 +65,9 @@ def _run(config, mesh_axes, devices, batches):
     return history, jax.device_get(state.params), state
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "adafactor"])
+# Adafactor: its factored statistics are the optimizer state whose sharding is not the parameters' own; AdamW's
+# sharded step is compared in tests/models/{decoder_only,encoder_only}_test.py.
+@pytest.mark.parametrize("optimizer", ["adafactor"])
 def test_sharded_step_equals_single_device(tiny_config, optimizer):
     config = tiny_config
     config.optim.name = optimizer

@@ -8,7 +8,9 @@ topology and sees the data stream it would have seen. Each shard's position is s
 
 from __future__ import annotations
 
+import json
 import os
+import re
 
 import jax
 import numpy as np
@@ -16,7 +18,7 @@ import seqio
 import tensorflow as tf
 from jax.sharding import NamedSharding
 
-from lmx.data import tasks
+from lmx.data import streams, tasks
 
 
 def num_input_shards(data_config) -> int:
@@ -55,6 +57,10 @@ def shards_of_rows(start: int, stop: int, global_batch: int, shards: int) -> ran
     return range(start // block, stop // block)
 
 
+# Written beside the shard positions: {"input_shards": number of input shards of the global batch}.
+SHARDS_FILE = "input_shards.json"
+
+
 class DataIterator:
     """Iterates this process's rows of each global batch ({feature: np.ndarray [rows, length]}).
 
@@ -63,10 +69,18 @@ class DataIterator:
     iterator yields exactly the batches the original would have yielded next.
     """
 
-    def __init__(self, datasets: dict[int, tf.data.Dataset], saved_shards: frozenset[int] | None = None):
+    def __init__(
+        self,
+        datasets: dict[int, tf.data.Dataset],
+        saved_shards: frozenset[int] | None = None,
+        num_shards: int | None = None,
+    ):
         self._iterators = {shard: iter(dataset) for shard, dataset in sorted(datasets.items())}
         # Shards whose position this process writes (when processes share rows, only one of them writes).
         self._saved_shards = frozenset(self._iterators) if saved_shards is None else saved_shards
+        # Input shards of the whole global batch (all processes), written with the positions so that a restore
+        # can tell positions of another config.data.input_shards from damage; None for never-saved iterators.
+        self.num_shards = num_shards
 
     def __iter__(self):
         return self
@@ -81,35 +95,66 @@ class DataIterator:
                 continue
             os.makedirs(os.path.join(path, f"shard_{shard}"), exist_ok=True)
             tf.train.Checkpoint(iterator=iterator).write(os.path.join(path, f"shard_{shard}", "iterator"))
+        if 0 in self._saved_shards and self.num_shards is not None:  # one process writes it
+            os.makedirs(path, exist_ok=True)
+            with open(os.path.join(path, SHARDS_FILE), "w") as f:
+                json.dump({"input_shards": self.num_shards}, f)
+
+    @staticmethod
+    def saved_num_shards(path: str) -> int | None:
+        """The number of input shards whose positions `path` holds: from SHARDS_FILE, or (checkpoints written
+        before it existed) the shard_0 .. shard_{n-1} directories; None when neither tells."""
+        if os.path.exists(os.path.join(path, SHARDS_FILE)):
+            with open(os.path.join(path, SHARDS_FILE)) as f:
+                return int(json.load(f)["input_shards"])
+        names = os.listdir(path) if os.path.isdir(path) else []
+        present = {int(m.group(1)) for n in names if (m := re.fullmatch(r"shard_(\d+)", n))}
+        return len(present) if present and present == set(range(len(present))) else None
+
+    def check_saved(self, path: str) -> None:
+        """Before a restore reads anything: ValueError when `path` holds the positions of another number of input
+        shards (a config to fix), FileNotFoundError naming the first file of this process's shards that is missing
+        (damage)."""
+        saved = self.saved_num_shards(path)
+        if saved is not None and self.num_shards is not None and saved != self.num_shards:
+            raise ValueError(
+                f"its data positions are of {saved} input shards, this run reads {self.num_shards} (-1 means one per "
+                f"process); resume with --config.data.input_shards={saved} (a multiple of the process count)"
+            )
+        for shard in self._iterators:
+            prefix = os.path.join(path, f"shard_{shard}", "iterator")
+            if not os.path.exists(prefix + ".index"):
+                raise FileNotFoundError(f"data/shard_{shard}/iterator.index is missing")
+            if not tf.io.gfile.glob(prefix + ".data-*"):
+                raise FileNotFoundError(f"data/shard_{shard}/iterator.data-* is missing")
 
     def restore(self, path: str) -> None:
+        self.check_saved(path)
         for shard, iterator in self._iterators.items():
             prefix = os.path.join(path, f"shard_{shard}", "iterator")
-            if not tf.io.gfile.exists(prefix + ".index"):
-                raise FileNotFoundError(
-                    f"the checkpoint has no data position for input shard {shard} ({prefix}); it was written with "
-                    "another config.data.input_shards — restore with the same input_shards"
-                )
             tf.train.Checkpoint(iterator=iterator).read(prefix).assert_consumed()
 
 
 def make_dataset(data_config, *, split: str, rows: int, shuffle: bool, shard: int, shards: int) -> tf.data.Dataset:
-    """Batches of `rows` converted (packed) examples from one seqio shard of the configured task, forever."""
+    """Batches of `rows` converted (packed) examples from one seqio shard of the configured task (or mixture),
+    forever."""
     name = tasks.register_task(data_config)
     task = seqio.get_mixture_or_task(name)
     lengths = tasks.task_feature_lengths(data_config)
-    dataset = task.get_dataset(
+    dataset = task.get_dataset(  # a Task shuffles with the buffer it was registered with (data.shuffle_buffer)
         sequence_length=lengths,
         split=split,
         shuffle=shuffle,
-        shuffle_buffer_size=data_config.shuffle_buffer,
         seed=data_config.seed,
         shard_info=seqio.ShardInfo(index=shard, num_shards=shards),
         num_epochs=None,  # repeat; evaluation takes a fixed number of batches from the start
         use_cached=False,
     )
     dataset = tasks.feature_converter(data_config)(dataset, lengths)
-    dataset = dataset.batch(rows, drop_remainder=True)
+    if tasks.get_objective(data_config).row_streams:  # XLNet's memory: each row continues its own stretch of text
+        dataset = streams.contiguous_rows(dataset, rows, data_config.stream_window)
+    else:
+        dataset = dataset.batch(rows, drop_remainder=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -140,6 +185,7 @@ def shard_writers(batch_sharding: NamedSharding, global_batch: int, shards: int)
 
 def make_iterator(config, batch_sharding: NamedSharding, *, split: str, shuffle: bool) -> DataIterator:
     """This process's iterator over its rows of each global batch of `config.train.batch_size`."""
-    writers = shard_writers(batch_sharding, config.train.batch_size, num_input_shards(config.data))
+    shards = num_input_shards(config.data)
+    writers = shard_writers(batch_sharding, config.train.batch_size, shards)
     saved = frozenset(shard for shard, process in writers.items() if process == jax.process_index())
-    return DataIterator(make_datasets(config, batch_sharding, split=split, shuffle=shuffle), saved)
+    return DataIterator(make_datasets(config, batch_sharding, split=split, shuffle=shuffle), saved, shards)
