@@ -129,7 +129,7 @@ def test_reregistering_replaces_the_task(data_config):
 
 def test_unknown_objective_lists_the_known_ones(data_config):
     data_config.objective = "prefix_lm_typo"
-    with pytest.raises(ValueError, match="prefix_lm_typo.*known: span_corruption"):
+    with pytest.raises(ValueError, match="prefix_lm_typo.*is unknown; choose one of.*span_corruption"):
         tasks.register_task(data_config)
 
 
