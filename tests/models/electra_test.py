@@ -299,3 +299,23 @@ def test_electra_small_parameter_counts_equal_hugging_face(torch, transformers):
         )
     )
     assert sum(np.prod(x.shape) for x in jax.tree.leaves(nn.unbox(shapes))) == ours
+
+
+def test_flops_count_both_models_matmuls_and_attention(tiny):
+    """Model FLOPs (PaLM appendix B): 6 x every kernel of both models (and, as lmx.flops counts every family's
+    blocks, their attention and MLP biases) and the generator's output through the token table, per token, plus
+    12 x layers x heads x head size x L^2 per row for each of the two stacks."""
+    config, _, params, _ = tiny
+    m, g = config.model, generator_config(config.model)
+    rows = 3
+    count = flops.COUNTERS["electra"](m, rows, {"encoder_input_tokens": LENGTH})
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    keys = [([k.key for k in path], leaf) for path, leaf in flat]
+    kernels = sum(leaf.size for path, leaf in keys if path[-1] == "kernel")
+    block_biases = sum(
+        leaf.size for path, leaf in keys if path[-1] == "bias" and "encoder" in path and "norm" not in "".join(path)
+    )
+    output = m.embed_proj_dim * m.vocab_size  # generator logits through the shared [V, E] table
+    assert count["encoder"] + count["logits"] == 6 * (kernels + block_biases + output) * rows * LENGTH
+    attention = 12 * m.num_encoder_layers * (m.num_heads * m.head_dim + g.num_heads * g.head_dim) * LENGTH**2 * rows
+    assert count["attention"] == attention
