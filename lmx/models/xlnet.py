@@ -195,7 +195,8 @@ class XLNet(nn.Module):
                 jnp.broadcast_to(w, (batch_size, targets.shape[1], cfg.embed_dim)), deterministic=deterministic
             )
             g = nn.with_logical_constraint(g, ("batch", "length", "embed"))
-        memory = None if carry is None else jnp.swapaxes(carry, 0, 1)  # [layers, B, M, D]
+        # The memory is kept in the compute dtype (initial_carry's), whatever dtype a caller's carry came in.
+        memory = None if carry is None else jnp.swapaxes(carry, 0, 1).astype(dtype_of(cfg.dtype))  # [layers, B, M, D]
         h, g, next_memory = self.encoder(h, g, memory, context, deterministic=deterministic)
         next_carry = None if next_memory is None else jnp.swapaxes(next_memory, 0, 1)  # [B, layers, M, D]
         return h, g, next_carry
