@@ -6,7 +6,9 @@ Parameters: 299,490 (bert_tiny's 2,176-row token table, now 32 wide; 128 positio
 Command:   python -m lmx.train --config=configs/albert_tiny.py --workdir=/tmp/albert_tiny
 Hardware:  two CPU cores, float32; no data download.
 Wall time: 37 minutes measured here on a machine shared with ~8 other jobs (load average 12-16; first step incl.
-           compile 102 s, 2.7-3.7 s/step); expect a few minutes alone on two cores.
+           compile 102 s, 2.7-3.7 s/step). Alone on two quiet cores, a 200-step run (`--config.train.steps=200
+           --config.train.eval_every=100`): 1 min 33 s in all, 0.34 s/step, 12.1k tokens/s, loss 7.68 -> 5.47, eval
+           loss 5.79 (step 100) -> 5.51 (step 200).
 Expected:  masked-LM train loss 7.68 at step 1 -> 4.94 at step 600; eval loss 5.46 (step 200) -> 5.29 (400) -> 5.23
            (600), eval accuracy on the masked tokens 0.03 -> 0.14 (measured; bert_tiny, 2.4x the parameters, reaches
            4.95).

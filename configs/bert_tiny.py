@@ -6,7 +6,9 @@ trained on the corpus on first use; 128 positions).
 Command:   python -m lmx.train --config=configs/bert_tiny.py --workdir=/tmp/bert_tiny
 Hardware:  two CPU cores, float32; no data download (the corpus ships inside CPython).
 Wall time: 38 minutes measured here on a machine shared with ~8 other jobs (load average 10-16; 6m51s of CPU user
-           time, first step incl. compile 63 s, 2.4-3.5 s/step); expect a few minutes alone on two cores.
+           time, first step incl. compile 63 s, 2.4-3.5 s/step). Alone on two quiet cores, a 200-step run
+           (`--config.train.steps=200 --config.train.eval_every=100`): 1 min 39 s in all, 0.36 s/step, 11.3k
+           tokens/s, loss 7.72 -> 5.14, eval loss 5.44 (step 100) -> 5.32 (step 200).
 Expected:  masked-LM train loss 7.72 at step 1 (ln 2176 = 7.69) -> 4.66 at step 600; eval loss 5.23 (step 200)
            -> 5.00 (400) -> 4.95 (600), eval accuracy on the masked tokens 0.13 -> 0.18 (measured).
 """

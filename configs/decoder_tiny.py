@@ -3,8 +3,11 @@
 Command:   python -m lmx.train --config=configs/decoder_tiny.py --workdir=/tmp/decoder_tiny
 Hardware:  two CPU cores, float32; no data download (the corpus ships inside CPython, a 2,000-piece
            SentencePiece BPE is trained on first use and cached).
-Wall time: not measured yet (the lm objective's data side is being wired).
-Expected:  not measured yet.
+Wall time: 1 min 49 s in all for 200 steps, measured here on two quiet CPU cores with `--config.train.steps=200
+           --config.train.eval_every=100` (a 200-step run, 1 device): 0.42 s/step, 9.8k tokens/s; the full 600-step run
+           is not timed here.
+Expected:  next-token train loss 7.65 at step 1 -> 3.46 at step 200; eval loss 4.45 (step 100) -> 3.71 (step 200) (that
+           200-step run).
 Variant:   `configs/decoder_tiny.py:debug`: 20 steps of 8 x 32 tokens, a smoke test.
 
 Architecture: decoder_1b.py's (rotary positions, RMSNorm, SwiGLU, no biases, untied output, N(0, 0.02) init) at

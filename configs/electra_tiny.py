@@ -9,8 +9,12 @@ Parameters: 744,801 = the discriminator's 708,609 (bert_tiny's embeddings and en
 replaced-token head) + the generator's 36,192 (its projection 128 -> 32, blocks and MLM head).
 Command:   python -m lmx.train --config=configs/electra_tiny.py --workdir=/tmp/electra_tiny
 Hardware:  two CPU cores, float32; no data download.
-Wall time: not measured yet.
-Expected:  not measured yet.
+Wall time: 2 min 51 s in all for 200 steps, measured here on two quiet CPU cores with `--config.train.steps=200
+           --config.train.eval_every=100` (a 200-step run, 1 device): 0.62 s/step, 6.7k tokens/s.
+Expected:  loss (generator MLM + 50 x discriminator BCE) 42.4 at step 1 (ln 2176 + 50 ln 2 = 42.3) -> 25.1 at step 200;
+           eval loss 25.30 (step 100), 25.85 (step 200); at step 200 generator accuracy 0.16, replaced fraction 0.142,
+           discriminator accuracy 0.858 = the all-original base rate: 200 steps are too few for the discriminator to
+           beat it (that 200-step run).
 Fine-tune: python -m lmx.convert.electra --checkpoint=/tmp/electra_tiny/checkpoints/563
            --config=configs/electra_tiny.py --out=/tmp/electra_tiny_disc, then any encoder-only config of bert_tiny's
            sizes with --config.checkpoint.init_from=/tmp/electra_tiny_disc/checkpoints/0.

@@ -4,8 +4,11 @@ decoder-only counterpart of t5_tiny.py.
 Command:   python -m lmx.train --config=configs/gpt2_tiny.py --workdir=/tmp/gpt2_tiny
 Hardware:  two CPU cores, float32; no data download (the corpus ships inside CPython, a 2,000-token byte-level
            BPE is trained on first use and cached).
-Wall time: not measured yet (the lm objective's data side is being wired).
-Expected:  not measured yet.
+Wall time: 2 min 36 s in all for 200 steps, measured here on two quiet CPU cores with `--config.train.steps=200
+           --config.train.eval_every=100` (a 200-step run, 1 device): first step incl. compile ~9 s, 0.64 s/step, 6.4k
+           tokens/s; the full 600-step run is not timed here.
+Expected:  next-token train loss 7.65 at step 1 (ln 2048 = 7.62) -> 4.31 at step 200; eval loss 4.76 (step 100) -> 4.30
+           (step 200) (that 200-step run).
 Variant:   `configs/gpt2_tiny.py:debug`: 20 steps of 8 x 32 tokens, a smoke test.
 
 Architecture: gpt2_small.py's (pre-LayerNorm with bias, GELU MLP with biases, learned positions, final LayerNorm,

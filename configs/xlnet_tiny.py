@@ -5,8 +5,11 @@ Parameters: 710,400 (a 2,176-row token table like bert_tiny's 727,682, holding t
 vocabulary trained on the corpus on first use; XLNet has no position or token-type tables, BERT no memory).
 Command:   python -m lmx.train --config=configs/xlnet_tiny.py --workdir=/tmp/xlnet_tiny
 Hardware:  two CPU cores, float32; no data download (the corpus ships inside CPython).
-Wall time: MEASURED_WALL_TIME
-Expected:  MEASURED_LOSSES
+Wall time: 59 s in all for 200 steps, measured here on two quiet CPU cores with `--config.train.steps=200
+           --config.train.eval_every=100` (a 200-step run, 1 device): 0.12 s/step, 16.9k tokens/s (2,048 tokens per
+           step).
+Expected:  permutation-LM train loss 7.71 at step 1 (ln 2176 = 7.69) -> 5.99 at step 200; eval loss 6.09 (step 100) ->
+           5.97 (step 200) (that 200-step run).
 """
 
 import pathlib

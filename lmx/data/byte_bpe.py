@@ -93,7 +93,7 @@ def pretokenize(text: str) -> list[str]:
     return words
 
 
-class ByteBpeVocabulary(seqio.Vocabulary):
+class ByteBpeVocabulary(special_tokens.SpecialIdsOfVocabulary, seqio.Vocabulary):
     """GPT-2 byte-level BPE from vocab.json + merges.txt; sentinels (extra ids) sit on top of the vocabulary."""
 
     def __init__(self, path: str, extra_ids: int = 0, token_names: dict[str, str] | None = None):
@@ -140,18 +140,6 @@ class ByteBpeVocabulary(seqio.Vocabulary):
     def token_bytes(self) -> list[bytes]:
         """id -> the bytes the token stands for (whole-word masking reads which tokens start with a space)."""
         return self._token_bytes
-
-    @property
-    def eos_id(self) -> int | None:
-        return self.special.eos
-
-    @property
-    def unk_id(self) -> int | None:
-        return self.special.unk
-
-    @property
-    def bos_id(self) -> int | None:
-        return self.special.bos
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

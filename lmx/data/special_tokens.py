@@ -66,6 +66,25 @@ class SpecialIds:
     sentinels: tuple[int, ...]  # sentinel k (T5's <extra_id_k>) is sentinels[k] = vocab_size - 1 - k
 
 
+class SpecialIdsOfVocabulary:
+    """seqio.Vocabulary's eos/unk/bos ids read from the vocabulary's `special` (SpecialIds). Listed before
+    seqio's class among a vocabulary's bases, so these properties are the ones seqio calls."""
+
+    special: SpecialIds
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.special.eos
+
+    @property
+    def unk_id(self) -> int | None:
+        return self.special.unk
+
+    @property
+    def bos_id(self) -> int | None:
+        return self.special.bos
+
+
 def resolve(
     kind: str,
     token_ids: Mapping[str, int],

@@ -69,7 +69,7 @@ def resolve(
     return special_tokens.resolve(kind, pieces, token_names, conventions(processor), base, vocabulary.extra_ids, path)
 
 
-class SentencePieceVocabulary(seqio.SentencePieceVocabulary):
+class SentencePieceVocabulary(special_tokens.SpecialIdsOfVocabulary, seqio.SentencePieceVocabulary):
     """seqio's SentencePiece vocabulary with a checked file and explicit special ids (`special`)."""
 
     def __init__(self, path: str, kind: str, extra_ids: int = 0, token_names: dict[str, str] | None = None):
@@ -83,18 +83,6 @@ class SentencePieceVocabulary(seqio.SentencePieceVocabulary):
         fast = spec.model_type == MODEL_TYPES["unigram"] and not spec.byte_fallback
         super().__init__(path, extra_ids=extra_ids, use_fast_tokenizer=fast)
         self.special = resolve(self, kind, token_names or {}, path)
-
-    @property
-    def eos_id(self) -> int | None:
-        return self.special.eos
-
-    @property
-    def unk_id(self) -> int | None:
-        return self.special.unk
-
-    @property
-    def bos_id(self) -> int | None:
-        return self.special.bos
 
 
 def train(lines: list[str], num_pieces: int, kind: str, seed: int) -> bytes:

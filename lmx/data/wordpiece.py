@@ -109,7 +109,7 @@ def split_words_tf(texts: tf.Tensor, lower_case: bool) -> tf.RaggedTensor:
     return tf.ragged.boolean_mask(words, tf.strings.length(words) > 0)
 
 
-class WordPieceVocabulary(seqio.Vocabulary):
+class WordPieceVocabulary(special_tokens.SpecialIdsOfVocabulary, seqio.Vocabulary):
     """WordPiece over BERT's vocab.txt (one token per line, id = line number); sentinels on top of it."""
 
     def __init__(self, path: str, lower_case: bool, extra_ids: int = 0, token_names: dict[str, str] | None = None):
@@ -129,18 +129,6 @@ class WordPieceVocabulary(seqio.Vocabulary):
     @property
     def _base_vocab_size(self) -> int:
         return len(self.tokens)
-
-    @property
-    def eos_id(self) -> int | None:
-        return self.special.eos
-
-    @property
-    def unk_id(self) -> int | None:
-        return self.special.unk
-
-    @property
-    def bos_id(self) -> int | None:
-        return self.special.bos
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
