@@ -7,8 +7,9 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
+from lmx_steps import run_steps
 
-from lmx import objectives, optim, sharding, step
+from lmx import optim, sharding, step
 from lmx.data import tasks
 from lmx.models import build_model
 
@@ -43,26 +44,18 @@ def _run(config, mesh_axes, devices, batches):
     _, state_sharding = step.abstract_state_and_shardings(init_fn, init_params_fn, key, mesh, rules)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         state = jax.jit(init_fn, out_shardings=state_sharding)(key)
-        batch_sharding = sharding.batch_sharding(mesh, rules)
-        train_step = jax.jit(
-            functools.partial(
-                step.train_step,
-                model=model,
-                tx=tx,
-                schedule=schedule,
-                objective=objectives.OBJECTIVES["span_corruption"],
-                model_config=config.model,
-                train_config=config.train,
-            ),
-            in_shardings=(state_sharding, batch_sharding, sharding.replicated(mesh)),
-            out_shardings=(state_sharding, sharding.replicated(mesh)),
-            donate_argnums=(0,),
+        return run_steps(
+            state,
+            state_sharding,
+            batches,
+            mesh=mesh,
+            model=model,
+            tx=tx,
+            schedule=schedule,
+            objective="span_corruption",
+            config=config,
+            key=key,
         )
-        history = []
-        for batch in batches:
-            state, metrics = train_step(state, sharding.global_batch_from_host(batch, batch_sharding), key)
-            history.append(jax.device_get(metrics))
-    return history, jax.device_get(state.params), state
 
 
 # Adafactor: its factored statistics are the optimizer state whose sharding is not the parameters' own; AdamW's

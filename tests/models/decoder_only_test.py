@@ -17,8 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import seqio
+from lmx_steps import run_steps
 
-from lmx import config_lib, flops, objectives, optim, sharding, step
+from lmx import config_lib, flops, optim, sharding, step
 from lmx.models import build_model
 from lmx.models.attention import (
     MultiHeadAttention,
@@ -633,26 +634,18 @@ def _train(config, mesh_axes, devices, batches):
     _, state_sharding = step.abstract_state_and_shardings(init_fn, init_params_fn, key, mesh, rules)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         state = jax.jit(init_fn, out_shardings=state_sharding)(key)
-        batch_sharding = sharding.batch_sharding(mesh, rules)
-        train_step = jax.jit(
-            functools.partial(
-                step.train_step,
-                model=model,
-                tx=tx,
-                schedule=schedule,
-                objective=objectives.OBJECTIVES["lm"],
-                model_config=config.model,
-                train_config=config.train,
-            ),
-            in_shardings=(state_sharding, batch_sharding, sharding.replicated(mesh)),
-            out_shardings=(state_sharding, sharding.replicated(mesh)),
-            donate_argnums=(0,),
+        return run_steps(
+            state,
+            state_sharding,
+            batches,
+            mesh=mesh,
+            model=model,
+            tx=tx,
+            schedule=schedule,
+            objective="lm",
+            config=config,
+            key=key,
         )
-        history = []
-        for batch in batches:
-            state, metrics = train_step(state, sharding.global_batch_from_host(batch, batch_sharding), key)
-            history.append(jax.device_get(metrics))
-    return history, jax.device_get(state.params), state
 
 
 @pytest.mark.parametrize(

@@ -20,9 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from lmx_steps import run_steps
 from scipy.special import erf
 
-from lmx import config_lib, flops, objectives, optim, sharding, step
+from lmx import config_lib, flops, optim, sharding, step
 from lmx.models import build_model
 from lmx.models.options import check_model_config
 from lmx.models.transformer import REMAT_POLICIES, stack_unrolled_params
@@ -525,26 +526,18 @@ def _run_steps(config, mesh_axes, devices, batches):
             lambda p: step.TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p)),
             out_shardings=state_sharding,
         )(params)
-        batch_sharding = sharding.batch_sharding(mesh, rules)
-        train_step = jax.jit(
-            functools.partial(
-                step.train_step,
-                model=model,
-                tx=tx,
-                schedule=schedule,
-                objective=objectives.OBJECTIVES["mlm"],
-                model_config=config.model,
-                train_config=config.train,
-            ),
-            in_shardings=(state_sharding, batch_sharding, sharding.replicated(mesh)),
-            out_shardings=(state_sharding, sharding.replicated(mesh)),
-            donate_argnums=(0,),
+        return run_steps(
+            state,
+            state_sharding,
+            batches,
+            mesh=mesh,
+            model=model,
+            tx=tx,
+            schedule=schedule,
+            objective="mlm",
+            config=config,
+            key=key,
         )
-        history = []
-        for batch in batches:
-            state, metrics = train_step(state, sharding.global_batch_from_host(batch, batch_sharding), key)
-            history.append(jax.device_get(metrics))
-    return history, jax.device_get(state.params), state
 
 
 @pytest.mark.parametrize("name", ["bert_tiny", "albert_tiny"])
