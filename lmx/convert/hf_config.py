@@ -202,6 +202,21 @@ def _t5_tied(c: Mapping[str, Any]) -> bool:
     return bool(c["tie_word_embeddings"] if scaled is None else scaled)
 
 
+# The shape rows T5 and Switch Transformers share (both T5Config-style config.json files).
+_T5_SHAPE_ROWS = (
+    same("vocab_size", "vocab_size"),
+    same("embed_dim", "d_model"),
+    same("head_dim", "d_kv"),
+    same("num_heads", "num_heads"),
+    same("mlp_dim", "d_ff"),
+    same("num_encoder_layers", "num_layers"),
+    Row("same", "num_decoder_layers", "num_decoder_layers", lambda v, c: v or c["num_layers"]),  # null: num_layers
+    same("relpos_num_buckets", "relative_attention_num_buckets"),
+    same("relpos_max_distance", "relative_attention_max_distance"),
+    same("norm_epsilon", "layer_norm_epsilon"),
+)
+
+
 T5 = ConfigTable(
     "t5",
     defaults={
@@ -221,16 +236,7 @@ T5 = ConfigTable(
     },
     rows=(
         fixed("name", "encoder_decoder", "T5 is an encoder-decoder"),
-        same("vocab_size", "vocab_size"),
-        same("embed_dim", "d_model"),
-        same("head_dim", "d_kv"),
-        same("num_heads", "num_heads"),
-        same("mlp_dim", "d_ff"),
-        same("num_encoder_layers", "num_layers"),
-        Row("same", "num_decoder_layers", "num_decoder_layers", lambda v, c: v or c["num_layers"]),  # null: num_layers
-        same("relpos_num_buckets", "relative_attention_num_buckets"),
-        same("relpos_max_distance", "relative_attention_max_distance"),
-        same("norm_epsilon", "layer_norm_epsilon"),
+        *_T5_SHAPE_ROWS,
         mapped("mlp_activations", "feed_forward_proj", T5_FEED_FORWARD),
         Row(
             "derived",
@@ -407,16 +413,7 @@ SWITCH = ConfigTable(
     },
     rows=(
         fixed("name", "encoder_decoder", "Switch Transformers are encoder-decoders"),
-        same("vocab_size", "vocab_size"),
-        same("embed_dim", "d_model"),
-        same("head_dim", "d_kv"),
-        same("num_heads", "num_heads"),
-        same("mlp_dim", "d_ff"),
-        same("num_encoder_layers", "num_layers"),
-        Row("same", "num_decoder_layers", "num_decoder_layers", lambda v, c: v or c["num_layers"]),  # null: num_layers
-        same("relpos_num_buckets", "relative_attention_num_buckets"),
-        same("relpos_max_distance", "relative_attention_max_distance"),
-        same("norm_epsilon", "layer_norm_epsilon"),
+        *_T5_SHAPE_ROWS,
         mapped("mlp_activations", "dense_act_fn", ACTIVATIONS),  # dense and expert MLPs: wi, activation, wo
         same("tie_embeddings", "tie_word_embeddings"),  # tied: logits rescaled by d_model^-1/2, as T5.1.0
         same("moe.num_experts", "num_experts"),
