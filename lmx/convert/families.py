@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from lmx.convert import ConversionError, hf_config, mappings
+from lmx.convert import ConversionError, config_tables, hf_config, mappings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +34,7 @@ FAMILIES: dict[str, Family] = {
     "t5": Family(
         "t5",
         "encoder_decoder",
-        hf_config.T5,
+        config_tables.T5,
         mappings.T5,
         {"T5ForConditionalGeneration": ()},
         # T5: pad 0, eos 1, and the decoder starts from the pad id (seqio's shifted-right targets).
@@ -43,7 +43,7 @@ FAMILIES: dict[str, Family] = {
     "switch_transformers": Family(
         "switch_transformers",
         "encoder_decoder",
-        hf_config.SWITCH,
+        config_tables.SWITCH,
         mappings.SWITCH,
         {"SwitchTransformersForConditionalGeneration": ()},
         {"pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0},  # T5's
@@ -51,7 +51,7 @@ FAMILIES: dict[str, Family] = {
     "gpt2": Family(
         "gpt2",
         "decoder_only",
-        hf_config.GPT2,
+        config_tables.GPT2,
         mappings.GPT2,
         {"GPT2LMHeadModel": ()},
         {"bos_token_id": None, "eos_token_id": None, "pad_token_id": None},
@@ -59,7 +59,7 @@ FAMILIES: dict[str, Family] = {
     "bert": Family(
         "bert",
         "encoder_only",
-        hf_config.BERT,
+        config_tables.BERT,
         mappings.BERT,
         {"BertForPreTraining": (), "BertForMaskedLM": _HEADS_OF_PRETRAINING},
         {"pad_token_id": 0},
@@ -67,7 +67,7 @@ FAMILIES: dict[str, Family] = {
     "albert": Family(
         "albert",
         "encoder_only",
-        hf_config.ALBERT,
+        config_tables.ALBERT,
         mappings.ALBERT,
         {"AlbertForPreTraining": (), "AlbertForMaskedLM": _HEADS_OF_PRETRAINING},
         {"pad_token_id": 0, "bos_token_id": None, "eos_token_id": None},
@@ -75,7 +75,7 @@ FAMILIES: dict[str, Family] = {
     "xlnet": Family(
         "xlnet",
         "xlnet",
-        hf_config.XLNET,
+        config_tables.XLNET,
         mappings.XLNET,
         {"XLNetLMHeadModel": (), "XLNetModel": ("output_bias",)},
         {"pad_token_id": 0, "bos_token_id": None, "eos_token_id": None},
