@@ -68,6 +68,21 @@ def self_attention_mask(segment_ids: Array, *, causal: bool, prefix: Array | Non
     return mask
 
 
+def cached_self_attention_mask(key_mask: Array, cache_index: Array, q_len: int, prefix: Array | None = None) -> Array:
+    """[B, 1, Q, C] mask of Q queries written at cache slots cache_index .. cache_index + Q - 1 (decoding).
+
+    key_mask [B, C]: the slots that hold a real token (left padding and empty slots are False; the caller marks
+    this call's tokens). Causal over slots; prefix [B, C] (a prefix LM's prompt) attends both ways within itself.
+    """
+    query_slot = cache_index + jnp.arange(q_len)  # [Q]
+    allowed = jnp.arange(key_mask.shape[1])[None, :] <= query_slot[:, None]  # [Q, C]
+    allowed = jnp.broadcast_to(allowed, (key_mask.shape[0], q_len, key_mask.shape[1]))  # [B, Q, C]
+    if prefix is not None:
+        query_prefix = jax.lax.dynamic_slice_in_dim(prefix, cache_index, q_len, axis=1)  # [B, Q]
+        allowed = allowed | (query_prefix[:, :, None] & prefix[:, None, :])
+    return (allowed & key_mask[:, None, :])[:, None]
+
+
 @jax.custom_vjp
 def add_position_bias(mask_bias: Array, position_bias: Array) -> Array:
     """[B or 1, 1, Q, K] mask bias + [1, N, Q, K] position bias -> the [B or 1, N, Q, K] attention bias."""
@@ -223,11 +238,19 @@ class MultiHeadAttention(nn.Module):
         positions: Array | None = None,
         band: int = 0,
         segment_ids: Array | None = None,
+        decode: bool = False,
+        cache_index: Array | None = None,
     ) -> Array:
         # inputs_q: [B, Q, D]; inputs_kv: [B, K, D]; bias: broadcastable to [B, N, Q, K]; positions: [B, Q] (= K:
         # rotary is for self-attention); segment_ids: [B, Q] for banded attention.
+        # decode (lmx.inference.decode): keys and values live in the "cache" collection. Self-attention
+        # (inputs_kv is inputs_q) writes this call's Q keys/values at slots cache_index .. cache_index + Q - 1 of a
+        # [B, C, M, H] cache and attends over all C slots; `bias` [B, 1|N, Q, C] masks the empty and future ones.
+        # Cross-attention computes the encoder's keys/values once (the call that passes inputs_kv) and reads them
+        # back when inputs_kv is None.
         embed_dim = inputs_q.shape[-1]
         kv_heads = self.num_kv_heads or self.num_heads
+        self_attention = inputs_kv is inputs_q
 
         def projection(name, heads, t5_stddev=None):
             return DenseGeneral(
@@ -241,11 +264,21 @@ class MultiHeadAttention(nn.Module):
             )
 
         query = projection("query", self.num_heads, (embed_dim * self.head_dim) ** -0.5)(inputs_q)  # [B, Q, N, H]
-        key = projection("key", kv_heads)(inputs_kv)  # [B, K, M, H]
-        value = projection("value", kv_heads)(inputs_kv)  # [B, K, M, H]
+        if decode and inputs_kv is None:  # cross-attention after the first decode call: the cached encoder keys
+            key, value = self.variable("cache", "cached_key").value, self.variable("cache", "cached_value").value
+        else:
+            key = projection("key", kv_heads)(inputs_kv)  # [B, K, M, H]
+            value = projection("value", kv_heads)(inputs_kv)  # [B, K, M, H]
         if self.rotary_theta > 0:
             query = apply_rotary(query, positions, self.rotary_theta)
             key = apply_rotary(key, positions, self.rotary_theta)
+        if decode and inputs_kv is not None:
+            key, value = self._cache(key, value, cache_index if self_attention else None)  # [B, C, M, H]
+            if band:  # the band in cache slots: the query at slot i sees slots i - band + 1 .. i
+                query_slot = cache_index + jnp.arange(query.shape[1])[:, None]  # [Q, 1]
+                in_band = jnp.arange(key.shape[1])[None, :] > query_slot - band  # [Q, C]
+                bias = bias + jnp.where(in_band, 0.0, MASK_BIAS)[None, None]
+                band = 0  # attention over the cache is dense, masked
         if self.scale_logits:
             query = query * jnp.asarray(self.head_dim**-0.5, query.dtype)
         query = nn.with_logical_constraint(query, ("batch", "length", "heads", "kv"))
@@ -274,3 +307,20 @@ class MultiHeadAttention(nn.Module):
             name="out",
         )(x)  # [B, Q, D]
         return nn.with_logical_constraint(out, ("batch", "length", "embed"))
+
+    def _cache(self, key: Array, value: Array, index: Array | None) -> tuple[Array, Array]:
+        """Writes key/value [B, Q, M, H] into the "cache" collection at slot `index` (self-attention) or replaces
+        the whole cache (index None: the encoder's keys, computed once); returns the cache [B, C, M, H] after the write.
+
+        The variables are created with this call's shape, so the first call (lmx.inference.decode.init_cache, on
+        an input of the full cache length) fixes C."""
+        cached = []
+        for name, new in (("cached_key", key), ("cached_value", value)):
+            variable = self.variable("cache", name, jnp.zeros, new.shape, new.dtype)
+            if index is None or variable.value.shape == new.shape:
+                variable.value = new
+            else:
+                start = (0, jnp.asarray(index, jnp.int32), 0, 0)
+                variable.value = jax.lax.dynamic_update_slice(variable.value, new.astype(variable.value.dtype), start)
+            cached.append(nn.with_logical_constraint(variable.value, ("batch", "length", "heads", "kv")))
+        return cached[0], cached[1]

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from lmx.models.attention import mask_to_bias, self_attention_mask
+from lmx.models.attention import cached_self_attention_mask, mask_to_bias, self_attention_mask
 from lmx.models.embeddings import Embedder, stream_inputs
 from lmx.models.init import Inits
 from lmx.models.layers import DenseGeneral, Norm, dtype_of
@@ -37,14 +37,16 @@ class DecoderStack(nn.Module):
     config: ml_collections.ConfigDict
 
     @nn.compact
-    def __call__(self, x: Array, context: dict, *, deterministic: bool) -> tuple[Array, dict]:
+    def __call__(self, x: Array, context: dict, *, deterministic: bool, decode: bool = False) -> tuple[Array, dict]:
         cfg = self.config
-        x, aux = run_stack(cfg, cfg.num_decoder_layers, x, context, deterministic=deterministic, causal=True)
+        x, aux = run_stack(
+            cfg, cfg.num_decoder_layers, x, context, deterministic=deterministic, causal=True, decode=decode
+        )
         return Norm(cfg.norm_epsilon, cfg.norm, dtype_of(cfg.dtype), name="decoder_norm")(x), aux
 
 
 class DecoderOnly(nn.Module):
-    """The model contract: `__call__(batch) -> {"logits" [B, L, V] float32, "aux"}`."""
+    """The model contract: `__call__(batch) -> {"logits" [B, L, V] float32, "aux"}`; `decode_step` for decoding."""
 
     config: ml_collections.ConfigDict  # the config.model section
 
@@ -82,3 +84,21 @@ class DecoderOnly(nn.Module):
         logits = self.embedder.attend(x) if cfg.tie_embeddings else self.logits_dense(x)
         logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
         return {"logits": logits.astype(jnp.float32), "aux": aux}
+
+    def decode_step(
+        self, tokens: Array, positions: Array, key_mask: Array, cache_index: Array, prefix: Array | None = None
+    ) -> Array:
+        """Q new tokens of each row through the KV cache (the "cache" collection, mutable) -> logits [B, Q, V].
+
+        tokens, positions: [B, Q] (positions of the tokens in their own row: left padding does not count);
+        key_mask: [B, C] the cache slots holding real tokens, these included; cache_index: the slot of tokens[:, 0];
+        prefix: [B, C] a prefix LM's prompt slots (bidirectional among themselves), or None. lmx.inference.decode.
+        """
+        cfg = self.config
+        x = self.embedder(tokens, positions, deterministic=True)  # [B, Q, D]
+        mask = cached_self_attention_mask(key_mask, cache_index, tokens.shape[1], prefix)  # [B, 1, Q, C]
+        context = {"self_bias": mask_to_bias(mask), "positions": positions, "segment_ids": None}
+        context["cache_index"] = cache_index
+        x, _ = self.decoder(x, context, deterministic=True, decode=True)
+        logits = self.embedder.attend(x) if cfg.tie_embeddings else self.logits_dense(x)
+        return nn.with_logical_constraint(logits, ("batch", "length", "vocab")).astype(jnp.float32)

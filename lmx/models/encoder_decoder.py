@@ -25,7 +25,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from lmx.models.attention import make_attention_mask, mask_to_bias, self_attention_mask
+from lmx.models.attention import (
+    cached_self_attention_mask,
+    make_attention_mask,
+    mask_to_bias,
+    self_attention_mask,
+)
 from lmx.models.embeddings import stream_inputs
 from lmx.models.init import Inits
 from lmx.models.layers import DenseGeneral, Embed, Norm, dtype_of
@@ -74,25 +79,52 @@ class Decoder(nn.Module):
 
     @nn.compact
     def __call__(
-        self, encoded: Array, encoder_segment_ids: Array, tokens: Array, segment_ids: Array, *, deterministic: bool
+        self,
+        encoded: Array | None,
+        encoder_segment_ids: Array,
+        tokens: Array,
+        segment_ids: Array,
+        *,
+        deterministic: bool,
+        key_mask: Array | None = None,
+        cache_index: Array | None = None,
     ) -> tuple[Array, dict]:
-        # encoded: [B, S, D]; encoder_segment_ids: [B, S]; tokens, segment_ids: [B, T] -> logits [B, T, V] float32
+        # encoded: [B, S, D]; encoder_segment_ids: [B, S]; tokens, segment_ids: [B, T] -> logits [B, T, V] float32.
+        # Decoding (key_mask [B, C] given): tokens sit at cache slots cache_index.. and attend over the C slots;
+        # encoded is None after the first call (its keys and values are cached).
         cfg, dtype = self.config, dtype_of(self.config.dtype)
         length = tokens.shape[1]
+        decode = key_mask is not None
         y = nn.Dropout(cfg.dropout_rate)(self.embedder(tokens), deterministic=deterministic)
-        context = {
+        relpos = RelativePositionBias(
+            cfg.relpos_num_buckets, cfg.relpos_max_distance, cfg.num_heads, name="relpos_bias"
+        )
+        if decode:
+            self_mask = cached_self_attention_mask(key_mask, cache_index, length)  # [B, 1, T, C]
+            position_bias = relpos(length, key_mask.shape[1], bidirectional=False, query_offset=cache_index)
+        else:
             # Causality keeps real positions off trailing padding; packed segment ids keep examples apart.
-            "self_bias": mask_to_bias(self_attention_mask(segment_ids, causal=True)),  # [B, 1, T, T]
-            "position_bias": RelativePositionBias(
-                cfg.relpos_num_buckets, cfg.relpos_max_distance, cfg.num_heads, name="relpos_bias"
-            )(length, length, bidirectional=False),  # [1, N, T, T]
+            self_mask = self_attention_mask(segment_ids, causal=True)  # [B, 1, T, T]
+            position_bias = relpos(length, length, bidirectional=False)  # [1, N, T, T]
+        context = {
+            "self_bias": mask_to_bias(self_mask),
+            "position_bias": position_bias,
             "positions": None,
             "segment_ids": segment_ids,
             "encoded": encoded,
             "cross_bias": mask_to_bias(make_attention_mask(segment_ids, encoder_segment_ids)),  # [B, 1, T, S]
         }
+        if decode:
+            context["cache_index"] = cache_index
         y, aux = run_stack(
-            cfg, cfg.num_decoder_layers, y, context, deterministic=deterministic, causal=True, cross_attention=True
+            cfg,
+            cfg.num_decoder_layers,
+            y,
+            context,
+            deterministic=deterministic,
+            causal=True,
+            cross_attention=True,
+            decode=decode,
         )
         y = Norm(cfg.norm_epsilon, cfg.norm, dtype, name="decoder_norm")(y)
         y = nn.Dropout(cfg.dropout_rate)(y, deterministic=deterministic)
@@ -144,6 +176,32 @@ class EncoderDecoder(nn.Module):
         tokens, segments, _ = stream_inputs(batch, "decoder")
         self._check_length(tokens, "decoder_input_tokens")
         return self.decoder(encoded, encoder_segments, tokens, segments, deterministic=not enable_dropout)
+
+    def decode_step(
+        self,
+        encoded: Array | None,
+        encoder_segment_ids: Array,
+        tokens: Array,
+        key_mask: Array,
+        cache_index: Array,
+    ) -> Array:
+        """Q decoder tokens through the KV cache (the "cache" collection, mutable) -> logits [B, Q, V] float32.
+
+        encoded [B, S, D] on the first call (its cross-attention keys/values are cached), None afterwards;
+        encoder_segment_ids [B, S] (0 = padding); tokens [B, Q] at cache slots cache_index ..; key_mask [B, C]: the
+        slots holding real tokens, these included. lmx.inference.decode.
+        """
+        segments = jnp.ones_like(tokens, jnp.int32)
+        logits, _ = self.decoder(
+            encoded,
+            encoder_segment_ids,
+            tokens,
+            segments,
+            deterministic=True,
+            key_mask=key_mask,
+            cache_index=cache_index,
+        )
+        return logits
 
     def __call__(self, batch: Mapping[str, Array], *, enable_dropout: bool = False) -> dict:
         """{"encoder_input_tokens" [B, S], "decoder_input_tokens" [B, T], ...} -> {"logits" [B, T, V], "aux"}."""

@@ -62,7 +62,9 @@ class RelativePositionBias(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, q_len: int, k_len: int, *, bidirectional: bool) -> Array:
+    def __call__(self, q_len: int, k_len: int, *, bidirectional: bool, query_offset: Array | int = 0) -> Array:
+        # -> [1, H, Q, K]. query_offset: the position of the first query (decoding one token at cache slot i: i);
+        # keys are at positions 0 .. K - 1.
         table = self.param(
             "rel_embedding",
             nn.with_logical_partitioning(
@@ -71,7 +73,7 @@ class RelativePositionBias(nn.Module):
             (self.num_buckets, self.num_heads),
             self.param_dtype,
         )
-        query_position = jnp.arange(q_len)[:, None]  # [Q, 1]
+        query_position = query_offset + jnp.arange(q_len)[:, None]  # [Q, 1]
         key_position = jnp.arange(k_len)[None, :]  # [1, K]
         buckets = relative_position_bucket(
             key_position - query_position, bidirectional, self.num_buckets, self.max_distance

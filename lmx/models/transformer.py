@@ -87,6 +87,7 @@ class Block(nn.Module):
     causal: bool
     cross_attention: bool = False
     kind: LayerKind = LayerKind()
+    decode: bool = False  # keys and values in the "cache" collection (MultiHeadAttention, lmx.inference.decode)
 
     @nn.compact
     def __call__(self, x: Array, context: dict[str, Array]) -> tuple[Array, Aux]:
@@ -128,7 +129,7 @@ class Block(nn.Module):
 
         def self_attention(h):
             bias = None
-            if not band:  # banded layers build their own block masks from the segment ids
+            if not band or self.decode:  # banded layers build their block masks from the segment ids, except decoding
                 bias = context["self_bias"]
                 if "position_bias" in context:  # T5: added per layer, whose gradient is a cheap dot (attention.py)
                     bias = add_position_bias(bias, context["position_bias"])
@@ -140,12 +141,15 @@ class Block(nn.Module):
                 positions=context["positions"],
                 band=band,
                 segment_ids=context["segment_ids"],
+                decode=self.decode,
+                cache_index=context.get("cache_index"),
             )
             return out, {}
 
         def cross_attention(h):
+            # Decoding passes `encoded` on the first call only; later calls read its cached keys and values.
             return attention("encoder_decoder_attention", False)(
-                h, context["encoded"], context["cross_bias"], deterministic=self.deterministic
+                h, context.get("encoded"), context["cross_bias"], deterministic=self.deterministic, decode=self.decode
             ), {}
 
         def mlp(h):
@@ -179,14 +183,16 @@ class Period(nn.Module):
     causal: bool
     cross_attention: bool
     kinds: tuple[LayerKind, ...]
+    decode: bool = False
 
     @nn.compact
     def __call__(self, x: Array, context: dict[str, Array]) -> tuple[Array, dict[str, Array]]:
         collected: dict[str, list[Array]] = {}
         for i, kind in enumerate(self.kinds):
-            x, aux = Block(self.config, self.deterministic, self.causal, self.cross_attention, kind, name=f"sub_{i}")(
-                x, context
+            block = Block(
+                self.config, self.deterministic, self.causal, self.cross_attention, kind, self.decode, name=f"sub_{i}"
             )
+            x, aux = block(x, context)
             for name, value in aux.items():
                 collected.setdefault(name, []).append(value)
         return x, {name: jnp.stack(values) for name, values in collected.items()}
@@ -201,12 +207,15 @@ def run_stack(
     deterministic: bool,
     causal: bool,
     cross_attention: bool = False,
+    decode: bool = False,
 ) -> tuple[Array, dict[str, Array]]:
     """Applies `num_layers` blocks to x; call it inside a compact method (the blocks become that module's children).
 
     scan_layers: one block (or one period of blocks) traced once and scanned, parameters stacked on a leading
     `layers` axis: compile time does not grow with depth. share_layers (ALBERT): one block's parameters applied
     num_layers times (broadcast through the scan, not stacked). Otherwise unrolled as layers_0, layers_1, ...
+    decode: the blocks keep keys and values in the "cache" collection (stacked on the `layers` axis like the
+    parameters when scanned); no rematerialisation (decoding has no backward pass).
     Returns (x, aux) with aux[name] = [layers that produced name] float32.
     """
     check_remat_policy(config.remat_policy)
@@ -215,16 +224,18 @@ def run_stack(
     repeats = num_layers // period
 
     def remat(module_cls):
-        if config.remat_policy == "none":
+        if config.remat_policy == "none" or decode:
             return module_cls
         # prevent_cse is only needed outside scan (scan already stops XLA from merging the recomputation away).
         return nn.remat(module_cls, policy=REMAT_POLICIES[config.remat_policy], prevent_cse=not config.scan_layers)
 
     # The unit a scan (or ALBERT's sharing) repeats: one block, or one period of blocks.
     unit = remat(Block if period == 1 else Period)
-    unit_args = (config, deterministic, causal, cross_attention, kinds[0] if period == 1 else kinds)
+    unit_args = (config, deterministic, causal, cross_attention, kinds[0] if period == 1 else kinds, decode)
 
     if config.share_layers:  # ALBERT: one set of parameters applied `repeats` times
+        if decode:
+            raise ValueError("config.model.share_layers=True stacks cannot decode: their layers share one KV cache")
         if config.scan_layers:
             shared = nn.scan(
                 unit,
@@ -245,7 +256,7 @@ def run_stack(
     if config.scan_layers:
         stack = nn.scan(
             unit,
-            variable_axes={"params": 0},
+            variable_axes={"params": 0, "cache": 0},
             split_rngs={rng: True for rng in LAYER_RNGS},
             in_axes=(nn.broadcast,),
             length=repeats,
@@ -255,7 +266,9 @@ def run_stack(
         return x, {name: value.reshape(-1) for name, value in aux.items()}
     auxes = []
     for i in range(num_layers):
-        block = remat(Block)(config, deterministic, causal, cross_attention, kinds[i % period], name=f"layers_{i}")
+        block = remat(Block)(
+            config, deterministic, causal, cross_attention, kinds[i % period], decode, name=f"layers_{i}"
+        )
         x, aux = block(x, context)
         auxes.append(aux)
     return x, _concatenate(auxes, per_period=False)
