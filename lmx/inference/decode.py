@@ -38,16 +38,20 @@ Array = jax.Array
 @flax.struct.dataclass
 class Sampling:
     """Per-row decoding settings, arrays [B]: temperature (0 = greedy), top_k (0 = off), top_p (1 = off), seed,
-    max_new (new tokens at most, <= the compiled T)."""
+    max_new (new tokens at most, <= the compiled T), vocab_limit (ids >= it are never chosen: the rows that pad the
+    model's table beyond the vocabulary, e.g. 2,000 pieces in a 2,048-row table)."""
 
     temperature: Array
     top_k: Array
     top_p: Array
     seed: Array
     max_new: Array
+    vocab_limit: Array
 
     @classmethod
-    def make(cls, batch: int, max_new: int, *, temperature=0.0, top_k=0, top_p=1.0, seed=0) -> Sampling:
+    def make(
+        cls, batch: int, max_new: int, *, temperature=0.0, top_k=0, top_p=1.0, seed=0, vocab_limit=2**31 - 1
+    ) -> Sampling:
         """The same settings for every row (scalars broadcast; arrays [B] pass through)."""
 
         def rows(value, dtype):
@@ -59,6 +63,7 @@ class Sampling:
             rows(top_p, jnp.float32),
             rows(seed, jnp.uint32),
             rows(max_new, jnp.int32),
+            rows(vocab_limit, jnp.int32),
         )
 
 
@@ -242,8 +247,10 @@ def advance(model: nn.Module, params: Any, state: DecodeState, sampling: Samplin
         return (state.step < limit) & ~jnp.all(state.done)
 
     def one_token(state):
-        token = choose_tokens(state.logits, sampling, state.step)  # [B]
-        logprob = jnp.take_along_axis(jax.nn.log_softmax(state.logits), token[:, None], axis=-1)[:, 0]
+        in_vocab = jnp.arange(state.logits.shape[-1])[None, :] < sampling.vocab_limit[:, None]
+        logits = jnp.where(in_vocab, state.logits, -jnp.inf)  # [B, V]
+        token = choose_tokens(logits, sampling, state.step)  # [B]
+        logprob = jnp.take_along_axis(jax.nn.log_softmax(logits), token[:, None], axis=-1)[:, 0]
         active = ~state.done
         is_eos = token == eos_id
         record = active & ~is_eos
@@ -252,22 +259,21 @@ def advance(model: nn.Module, params: Any, state: DecodeState, sampling: Samplin
         lengths = state.lengths + record
         finished = state.finished | (active & is_eos)
         done = state.done | finished | (lengths >= sampling.max_new)
-        state = state.replace(key_mask=state.key_mask.at[:, state.cache_index].set(True))
-        logits, cache = _step(model, params, state, token[:, None], state.positions[:, None])
+        state = feed(model, params, state, token)
         return state.replace(
-            cache=cache,
-            logits=logits[:, -1],
-            cache_index=state.cache_index + 1,
-            positions=state.positions + 1,
-            step=state.step + 1,
-            tokens=tokens,
-            logprobs=logprobs,
-            lengths=lengths,
-            done=done,
-            finished=finished,
+            step=state.step + 1, tokens=tokens, logprobs=logprobs, lengths=lengths, done=done, finished=finished
         )
 
     return jax.lax.while_loop(running, one_token, state)
+
+
+def feed(model: nn.Module, params: Any, state: DecodeState, token: Array) -> DecodeState:
+    """One token per row [B] through the cache at the next slot -> the state with the logits after it."""
+    state = state.replace(key_mask=state.key_mask.at[:, state.cache_index].set(True))
+    logits, cache = _step(model, params, state, token[:, None], state.positions[:, None])
+    return state.replace(
+        cache=cache, logits=logits[:, -1], cache_index=state.cache_index + 1, positions=state.positions + 1
+    )
 
 
 def result(state: DecodeState) -> Generated:
