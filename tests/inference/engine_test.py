@@ -40,7 +40,8 @@ PROMPTS = ["The king", "Once upon a time there", "To be, or"]
 def test_batched_generation_equals_each_request_alone_and_streams_its_chunks(family):
     e = engine(family)
     requests = [
-        GenerationRequest(p, SamplingParams(max_tokens=m, temperature=0.0)) for p, m in zip(PROMPTS, (20, 7, 13))
+        GenerationRequest(p, SamplingParams(max_tokens=m, temperature=0.0))
+        for p, m in zip(PROMPTS, (20, 7, 13), strict=True)
     ]
     updates = {}
     together = e.generate(requests, on_update=lambda i, g: updates.setdefault(i, []).append(g))
@@ -52,7 +53,7 @@ def test_batched_generation_equals_each_request_alone_and_streams_its_chunks(fam
         assert together[i].text == BYTES.decode(together[i].tokens)
         # Streaming: one update per chunk, each extending the last, the final one the result.
         texts = [u.text for u in updates[i]]
-        assert all(b.startswith(a) for a, b in zip(texts, texts[1:]))
+        assert all(b.startswith(a) for a, b in zip(texts, texts[1:], strict=False))
         assert updates[i][-1].tokens == together[i].tokens
         assert len(updates[i]) == -(-max(len(together[i].tokens) + (together[i].finish_reason == "stop"), 1) // CHUNK)
     # The direct decoder on one unpadded row gives the same tokens: the engine's padding and buckets change nothing.
