@@ -25,6 +25,13 @@ setup(
         "numpy>=1.26",
         "tqdm>=4.66",
         "tensorboardX>=2.6",
+        # lmx.serve: an ASGI app on uvicorn (lmx/inference/server.py says why Starlette rather than FastAPI);
+        # httpx for lmx.inference.loadtest.
+        "starlette>=1.0,<2",
+        "uvicorn>=0.30",
+        "httpx>=0.27",
+        "sacrebleu>=2.4,<3",  # BLEU of the translation fine-tuning tasks (lmx.finetune.metrics)
+        "matplotlib>=3.8",  # experiments/: the studies' plots
     ],
     extras_require={
         "test": [
@@ -34,6 +41,9 @@ setup(
             # tokenizers on the same random weights / the same text (CPU build).
             "torch==2.13.0",
             "transformers==5.24.0",  # its Switch MoE zeroes over-capacity tokens (5.0-5.17 dropped none)
+            # Independent references of the fine-tuning metrics.
+            "scikit-learn>=1.4",
+            "scipy>=1.11",
         ],
     },
 )
