@@ -26,7 +26,7 @@ import numpy as np
 
 from lmx import checkpoint, config_lib, sharding
 from lmx.inference import decode
-from lmx.inference.requests import Generation, GenerationRequest
+from lmx.inference.requests import Generation, GenerationRequest, SamplingParams
 from lmx.models import build_model
 
 CHUNK = 8  # tokens per jitted call between host checks (stop strings, streaming)
@@ -76,7 +76,7 @@ class Engine:
             # Learned positions end at max_length: the prompt and the new tokens share them.
             if max_new_tokens >= max_length:
                 raise ValueError(
-                    f"--max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's "
+                    f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's "
                     f"config.model.max_length={max_length} learned positions; use at most {max_length // 2}"
                 )
             self.max_prompt_tokens = max_length - max_new_tokens
@@ -120,7 +120,8 @@ class Engine:
             max_new_tokens=max_new_tokens,
             model_name=name,
         )
-        engine.generate([GenerationRequest("warm up")])  # compiles the smallest prompt bucket before serving
+        # Compiles the smallest prompt bucket before the first request.
+        engine.generate([GenerationRequest("warm up", SamplingParams(max_tokens=1, temperature=0.0))])
         return engine
 
     # ----------------------------------------------------------------------------------------------- text
@@ -223,6 +224,42 @@ class Engine:
                 return results  # type: ignore[return-value]
             if stopped:  # rows that hit a stop string end here
                 state = state.replace(done=state.done.at[np.asarray(stopped)].set(True))
+
+    def beam_generate(self, prompts: Sequence[str], *, num_beams: int, max_tokens: int, alpha: float = 0.6):
+        """The best beam-search hypothesis of each prompt (lmx.inference.beam_search), up to max_batch_size."""
+        from lmx.inference.beam_search import beam_search
+
+        if not 0 < len(prompts) <= self.max_batch_size:
+            raise ValueError(f"beam_generate takes 1 to {self.max_batch_size} prompts, got {len(prompts)}")
+        if not 1 <= max_tokens <= self.max_new_tokens:
+            raise ValueError(f"max_tokens: {max_tokens} is outside 1..{self.max_new_tokens}")
+        ids = [self._prompt_ids(p) for p in prompts]
+        width = _bucket(max(map(len, ids)), self.max_prompt_tokens)
+        fn = self._jit(
+            ("beam", width, num_beams, max_tokens, alpha),
+            lambda params, inputs: beam_search(
+                self.model,
+                params,
+                inputs,
+                num_beams=num_beams,
+                max_new_tokens=max_tokens,
+                eos_id=self.eos_id,
+                alpha=alpha,
+                bidirectional_prompt=self.bidirectional_prompt,
+            ),
+        )
+        out = self._run(fn, self.params, self._inputs(ids, width))
+        tokens, logprobs = np.asarray(out.tokens), np.asarray(out.logprobs)
+        lengths, finished = np.asarray(out.lengths), np.asarray(out.finished)
+        return [
+            Generation(
+                self.detokenize(tokens[i, : lengths[i]]),
+                tokens[i, : lengths[i]].tolist(),
+                logprobs[i, : lengths[i]].tolist(),
+                "stop" if finished[i] else "length",
+            )
+            for i in range(len(prompts))
+        ]
 
     def _generation(self, tokens: np.ndarray, logprobs: np.ndarray, stop: Sequence[str]) -> tuple[Generation, bool]:
         text = self.detokenize(tokens)
