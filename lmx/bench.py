@@ -1,5 +1,6 @@
 """python -m lmx.bench --config=configs/t5_tiny.py [--config.a.b=value ...] [--steps=N] [--warmup=W]
-                      [--mode=step|input] [--synthetic | --real] [--peak_size=M] [--input_seconds=S]
+                      [--mode=step|input|decode] [--synthetic | --real] [--peak_size=M] [--input_seconds=S]
+                      [--batch_sizes=1,16 --prompt_length=64 --new_tokens=256 --uncached_tokens=8]   (decode)
 
 Measures the real train step of a config (built by lmx.train.setup and lmx.train.jit_train_step, the code path of
 training) and prints a table, then one final JSON line with every number:
@@ -20,6 +21,8 @@ sharding; no vocabulary needed); --real feeds the config's seqio pipeline, whose
 --mode=input times the seqio pipeline alone (this process's rows of each batch, after warm-up, for at least
 --input_seconds), then the step on synthetic batches, and reports their ratio: above 1 the pipeline outruns
 what training consumes.
+--mode=decode measures decoding instead of training (lmx.inference.decode_bench: prefill and cached decode tokens/s
+per batch size, the KV-cache bytes, and cached vs uncached decoding).
 """
 
 from __future__ import annotations
@@ -275,7 +278,7 @@ def benchmark(
     if steps < 1 or warmup < 0 or input_seconds < 0:
         raise ConfigError(f"--steps={steps} must be >= 1, --warmup={warmup} and --input_seconds={input_seconds} >= 0")
     if mode not in ("step", "input"):
-        raise ConfigError(f"--mode={mode!r} is unknown; choose step or input")
+        raise ConfigError(f"--mode={mode!r} is unknown; choose step, input or decode")
     with tempfile.TemporaryDirectory() as workdir:  # setup checks the workdir for checkpoints; nothing is written
         run = train.setup(config, workdir, with_data=real or mode == "input")
         result = {"mode": mode}
@@ -300,6 +303,21 @@ def main(argv) -> None:
     real = f.real or not f.synthetic
     peak_size = f.peak_size or (2048 if jax.devices()[0].platform == "cpu" else 8192)
     try:
+        if f.mode == "decode":
+            from lmx.inference.decode_bench import bench_decode
+
+            batch_sizes = [int(b) for b in f.batch_sizes]
+            if min(batch_sizes) < 1 or min(f.prompt_length, f.new_tokens, f.uncached_tokens) < 1:
+                raise ConfigError("--batch_sizes, --prompt_length, --new_tokens and --uncached_tokens must be >= 1")
+            result = bench_decode(
+                f.config,
+                batch_sizes=batch_sizes,
+                prompt_length=f.prompt_length,
+                new_tokens=f.new_tokens,
+                uncached_tokens=f.uncached_tokens,
+            )
+            print_report({"config": f["config"].config_filename, **result})
+            return
         result = benchmark(
             f.config,
             mode=f.mode,
@@ -328,7 +346,13 @@ def run() -> None:
     config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:arg]).", lock_config=True)
     flags.DEFINE_integer("steps", 10, "Timed train steps (or input batches); the step time is their median.")
     flags.DEFINE_integer("warmup", 2, "Untimed steps (or input batches) before timing.")
-    flags.DEFINE_enum("mode", "step", ["step", "input"], "step: the train step; input: the seqio pipeline too.")
+    flags.DEFINE_enum(
+        "mode", "step", ["step", "input", "decode"], "step: the train step; input: the pipeline too; decode: decoding"
+    )
+    flags.DEFINE_list("batch_sizes", ["1", "16"], "--mode=decode: the batch sizes to time.")
+    flags.DEFINE_integer("prompt_length", 64, "--mode=decode: prompt tokens per row.")
+    flags.DEFINE_integer("new_tokens", 256, "--mode=decode: new tokens per row.")
+    flags.DEFINE_integer("uncached_tokens", 8, "--mode=decode: tokens of the uncached baseline (constant cost each).")
     flags.DEFINE_bool("synthetic", True, "Random-token batches made on device (the default).")
     flags.DEFINE_bool("real", False, "Batches from the config's seqio pipeline (its time counts in each step).")
     flags.DEFINE_integer("peak_size", 0, "Side of the peak-FLOPs matmul; 0: 2048 on CPU, 8192 on accelerators.")

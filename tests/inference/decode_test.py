@@ -281,3 +281,15 @@ def test_beam_search_matches_a_plain_reference_and_beam_1_is_greedy(family):
         # Per-token log-probabilities are the model's (the EOS that ended a hypothesis is not recorded).
         expected_logprob = sum(next_logprobs(row, expected[:i])[v] for i, v in enumerate(expected))
         np.testing.assert_allclose(float(np.sum(wide.logprobs[row])), expected_logprob, rtol=1e-4)
+
+
+def test_decode_bench_reports_throughput_and_the_cache_size():
+    from lmx.inference.decode_bench import bench_decode
+
+    config = config_lib.base_config()
+    config.model = tiny_model_config("gpt2_tiny", scan_layers=True)
+    result = bench_decode(config, batch_sizes=[2], prompt_length=5, new_tokens=4, uncached_tokens=2, repeats=1)
+    # keys and values of 4 layers, [B=2, C=5+4, 4 heads, 8] float32 each
+    assert result["batch2/kv_cache_bytes"] == 2 * 4 * 2 * 9 * 4 * 8 * 4
+    for name in ("prefill_tokens_per_s", "decode_tokens_per_s", "uncached_tokens_per_s", "cached_speedup"):
+        assert result[f"batch2/{name}"] > 0
