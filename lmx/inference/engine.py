@@ -188,21 +188,22 @@ class Engine:
                 raise ValueError(f"max_tokens: {r.params.max_tokens} is outside 1..{self.max_new_tokens}")
         width = _bucket(max(len(p) for p in prompts), self.max_prompt_tokens)
         steps = self.max_new_tokens
+        # Padding rows start done (inside the jitted call: the state then has the same shardings the advance
+        # calls return, and the second advance does not compile again).
         start = self._jit(
             ("start", width),
-            lambda params, inputs: decode.start(
+            lambda params, inputs, live: decode.start(
                 self.model, params, inputs, steps, bidirectional_prompt=self.bidirectional_prompt
-            ),
+            ).replace(done=~live),
         )
         advance = self._jit(
             ("advance", width),
             lambda params, state, sampling: decode.advance(self.model, params, state, sampling, self.eos_id, CHUNK),
         )
         sampling = self._sampling(requests)
-        state = self._run(start, self.params, self._inputs(prompts, width))
         live = np.zeros((self.rows,), bool)
         live[: len(requests)] = True
-        state = state.replace(done=jnp.asarray(~live))  # padding rows start done
+        state = self._run(start, self.params, self._inputs(prompts, width), jax.device_put(live, self._row_sharding()))
         results: list[Generation | None] = [None] * len(requests)
         while True:
             state = self._run(advance, self.params, state, sampling)
@@ -222,8 +223,10 @@ class Engine:
                     on_update(i, generation)
             if all(r is not None for r in results):
                 return results  # type: ignore[return-value]
-            if stopped:  # rows that hit a stop string end here
-                state = state.replace(done=state.done.at[np.asarray(stopped)].set(True))
+            if stopped:  # rows that hit a stop string end here (same sharding as before: no new compile)
+                ended = np.zeros((self.rows,), bool)
+                ended[stopped] = True
+                state = state.replace(done=state.done | jax.device_put(ended, state.done.sharding))
 
     def beam_generate(self, prompts: Sequence[str], *, num_beams: int, max_tokens: int, alpha: float = 0.6):
         """The best beam-search hypothesis of each prompt (lmx.inference.beam_search), up to max_batch_size."""
