@@ -1,0 +1,1 @@
+"""The architectures study: python -m experiments.architectures (see README.md here)."""

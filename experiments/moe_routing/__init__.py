@@ -1,0 +1,1 @@
+"""The moe_routing study: python -m experiments.moe_routing (see README.md here)."""

@@ -1,0 +1,1 @@
+"""The objectives study: python -m experiments.objectives (see README.md here)."""

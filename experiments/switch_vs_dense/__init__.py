@@ -1,0 +1,1 @@
+"""The switch_vs_dense study: python -m experiments.switch_vs_dense (see README.md here)."""
