@@ -89,12 +89,40 @@ def checkpoint_dir(workdir: str) -> str:
     return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
-def make_manager(workdir: str, checkpoint_config, *, create: bool = True) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=checkpoint_config.keep,
-        enable_async_checkpointing=checkpoint_config.async_save,
-        create=create,
-    )
+# The metric a fine-tuning run saves with each evaluated checkpoint ({BEST_METRIC: value, "step": step}); the best
+# such step is kept however old (see make_manager).
+BEST_METRIC = "selection_metric"
+
+
+def _best_key(metrics) -> tuple[float, int]:
+    """Higher is better; of equal values the earliest step (the one a best-so-far tracker records) wins."""
+    return float(metrics[BEST_METRIC]), -int(metrics["step"])
+
+
+def make_manager(
+    workdir: str, checkpoint_config, *, create: bool = True, keep_best: bool = False
+) -> ocp.CheckpointManager:
+    """The orbax manager of `workdir/checkpoints`: keeps the `checkpoint.keep` latest steps and, with keep_best
+    (fine-tuning), also the step saved with the highest BEST_METRIC (`save(..., best_metric=...)`)."""
+    if not keep_best:
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=checkpoint_config.keep, enable_async_checkpointing=checkpoint_config.async_save, create=create
+        )
+    else:
+        policies = ocp.checkpoint_managers
+        keep = policies.AnyPreservationPolicy(
+            [
+                policies.LatestN(checkpoint_config.keep),
+                policies.BestN(get_metric_fn=_best_key, n=1, keep_checkpoints_without_metrics=False),
+            ]
+        )
+        options = ocp.CheckpointManagerOptions(
+            enable_async_checkpointing=checkpoint_config.async_save,
+            create=create,
+            best_fn=_best_key,  # makes the manager write each step's metrics, which BestN reads
+            best_mode="max",
+            preservation_policy=keep,
+        )
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=("state", "data", "config"))
 
 
@@ -172,13 +200,25 @@ def _normal(value):
     return list(value) if isinstance(value, (list, tuple)) else value
 
 
-def check_init_from(path: str, model_config) -> None:
-    """`checkpoint.init_from` must be a step directory of a checkpoint of the same architecture."""
+def resolve_init_from(path: str) -> str:
+    """The step directory `checkpoint.init_from` names: `path` itself (WORKDIR/checkpoints/<step>), or the latest
+    complete step of a run when `path` is its workdir."""
     path = os.path.abspath(path)
-    if not os.path.isdir(os.path.join(path, "state")):
+    if not os.path.isdir(os.path.join(path, "state")) and os.path.isdir(checkpoint_dir(path)):
+        step = latest_step(path)
+        if step is not None:
+            return os.path.join(checkpoint_dir(path), str(step))
+    return path
+
+
+def check_init_from(path: str, model_config) -> None:
+    """`checkpoint.init_from` must be a step directory (or a run's workdir: its latest step) of a checkpoint of the
+    same architecture."""
+    path = resolve_init_from(path)
+    if not os.path.isdir(os.path.join(path, "state")) or not os.path.basename(path).isdigit():
         raise FileNotFoundError(
             f"config.checkpoint.init_from={path!r} is not a checkpoint step directory (no {path}/state); "
-            "point it at WORKDIR/checkpoints/<step> of a finished run"
+            "point it at WORKDIR/checkpoints/<step> of a finished run, or at WORKDIR for its latest step"
         )
     workdir, step = os.path.dirname(os.path.dirname(path)), int(os.path.basename(path))
     check_compatible(workdir, step, model_config)
@@ -187,6 +227,54 @@ def check_init_from(path: str, model_config) -> None:
 def restore_params(path: str, abstract_state, state_shardings):
     """The parameters of the checkpoint step directory `path`, restored into `state_shardings.params`."""
     return read_params(path, abstract_state.params, state_shardings.params)
+
+
+def _path(keys) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in keys)
+
+
+def saved_param_shapes(step_dir: str) -> dict[str, tuple[int, ...]]:
+    """'encoder/layers_0/mlp/wi/kernel' -> shape of every parameter saved in a step directory (a run's state or a
+    params-only checkpoint), read from orbax's metadata without reading any array."""
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        metadata = checkpointer.metadata(epath.Path(step_dir) / "state")
+    tree = metadata.item_metadata.tree if hasattr(metadata, "item_metadata") else metadata
+    flat = jax.tree_util.tree_flatten_with_path(tree["params"], is_leaf=lambda x: hasattr(x, "shape"))[0]
+    return {_path(keys): tuple(leaf.shape) for keys, leaf in flat}
+
+
+def check_params_match(
+    step_dir: str, wanted: dict[str, tuple[int, ...]], what: str = "config.checkpoint.init_from"
+) -> None:
+    """ValueError naming the first parameter of `wanted` (path -> shape) that `step_dir` lacks or holds with another
+    shape, or a parameter `step_dir` holds in a module of `wanted` that `wanted` lacks. Other modules of the
+    checkpoint (pretraining heads a fine-tuned model does not use) are ignored. `what`: the field or flag that named
+    the checkpoint, for the message."""
+    saved = saved_param_shapes(step_dir)
+    where = f"{what}={step_dir}"
+    for path, shape in wanted.items():
+        if path not in saved:
+            raise ValueError(f"{where} has no parameter {path} {list(shape)}, which the model reads from it")
+        if saved[path] != shape:
+            raise ValueError(f"{where} holds parameter {path} as {list(saved[path])}, the model as {list(shape)}")
+    modules = {path.rpartition("/")[0] for path in wanted}
+    extra = [path for path in saved if path.rpartition("/")[0] in modules and path not in wanted]
+    if extra:
+        raise ValueError(f"{where} holds parameter {extra[0]} {list(saved[extra[0]])}, which the model does not have")
+
+
+def restore_init_from(path: str, params, param_shardings, *, fresh: tuple[str, ...] = ()):
+    """The parameters of a new run started from `checkpoint.init_from`: every top-level subtree of `params` (the run's
+    initialised parameters) except those named in `fresh` is read from the checkpoint (check_params_match first:
+    one line naming a missing, misshaped or extra parameter); the `fresh` ones (a fine-tuning head) keep their
+    initialisation."""
+    path = resolve_init_from(path)
+    read = {name: subtree for name, subtree in params.items() if name not in fresh}
+    flat = jax.tree_util.tree_flatten_with_path(read)[0]
+    check_params_match(path, {_path(keys): tuple(leaf.shape) for keys, leaf in flat})
+    shardings = {name: subtree for name, subtree in param_shardings.items() if name not in fresh}
+    restored = read_params(path, read, shardings)
+    return {name: restored[name] if name in restored else subtree for name, subtree in params.items()}
 
 
 def read_params(path: str, abstract_params, param_shardings):
@@ -206,8 +294,11 @@ def read_params(path: str, abstract_params, param_shardings):
         return checkpointer.restore(epath.Path(path) / "state", args=args)["params"]
 
 
-def save(manager: ocp.CheckpointManager, step: int, state, data_iterator, config) -> None:
-    """Starts saving a checkpoint (asynchronously if configured); the data position is captured now."""
+def save(
+    manager: ocp.CheckpointManager, step: int, state, data_iterator, config, *, best_metric: float | None = None
+) -> None:
+    """Starts saving a checkpoint (asynchronously if configured); the data position is captured now. best_metric:
+    the fine-tuning selection metric evaluated at this step (a manager with keep_best keeps its best step)."""
     manager.save(
         step,
         args=ocp.args.Composite(
@@ -215,6 +306,7 @@ def save(manager: ocp.CheckpointManager, step: int, state, data_iterator, config
             data=DataIteratorSave(data_iterator),
             config=ocp.args.JsonSave(json.loads(config.to_json())),
         ),
+        metrics=None if best_metric is None else {BEST_METRIC: float(best_metric), "step": int(step)},
         force=True,
     )
 

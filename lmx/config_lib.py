@@ -133,7 +133,7 @@ def base_config() -> ml_collections.ConfigDict:
     t.label_smoothing = 0.0  # label smoothing of the target cross-entropy
     t.log_every = 100  # steps between train-metric log events
     t.eval_every = 1000  # steps between evaluations; 0 disables periodic evaluation
-    t.eval_steps = 20  # batches per evaluation
+    t.eval_steps = 20  # batches per evaluation (fine-tuning scores the whole dev split)
     t.progress_bar = True  # show a tqdm progress bar with steps/s, tokens/s and ETA
     t.on_nonfinite = "stop"  # stop | skip: a non-finite loss or gradient norm stops the run, or skips the update
     t.discriminator_weight = 50.0  # ELECTRA's lambda: discriminator loss weight against the generator's MLM
@@ -162,6 +162,20 @@ def base_config() -> ml_collections.ConfigDict:
     k.keep = 3  # most recent checkpoints kept
     k.async_save = True  # write checkpoints in the background while training continues
     k.init_from = ""  # a checkpoint step directory (.../checkpoints/<step>) whose params start a new run
+
+    # Fine-tuning on a downstream task (lmx.finetune): the same loop, the task's data, a head or text-to-text targets.
+    # Learning rate, schedule, steps, batch, evaluation interval and seeds are those of optim and train; lengths are
+    # data.inputs_length (and data.targets_length for text-to-text); the vocabulary is the pretraining config's.
+    c.finetune = f = ml_collections.ConfigDict()
+    f.task = ""  # a downstream task (lmx.finetune.catalog: sst2, cola, rte, agnews, multi30k, ...); "" = pretraining
+    f.format = "classify"  # classify (a head on the body: lmx.models.heads) | text_to_text ("sst2 ...": "positive")
+    f.source = "local"  # local (the task's files under data_dir) | tfds (prepared in data_dir; "" = TFDS's default)
+    f.data_dir = "../shared/data"  # local: the folder holding glue/, agnews/ and translation/; tfds: TFDS's data_dir
+    f.epochs = 0.0  # passes over the training split (steps = ceil(epochs x examples / batch)); 0 = train.steps
+    f.head_learning_rate = 0.0  # peak learning rate of the classification head; 0 = optim.learning_rate
+    f.layer_decay = 1.0  # ELECTRA's layer-wise decay: layer i of L learns at lr decay^(L - i), embeddings decay^(L + 1)
+    f.head_dropout = 0.1  # dropout before the head's output layer (the body keeps model.dropout_rate)
+    f.patience = 0  # stop after this many evaluations without a better selection metric; 0 = never stop early
 
     # Mesh axis sizes; -1 fills with the remaining devices. The product must equal the device count.
     c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1, "expert": 1})
@@ -289,6 +303,15 @@ FIELDS: dict[str, Rule] = {
     "checkpoint.keep": integer(">= 1"),
     "checkpoint.async_save": BOOLEAN,
     "checkpoint.init_from": TEXT,
+    "finetune.task": TEXT,  # checked against lmx.finetune.catalog when set ("" = pretraining)
+    "finetune.format": one_of("classify", "text_to_text"),
+    "finetune.source": one_of("local", "tfds"),
+    "finetune.data_dir": TEXT,
+    "finetune.epochs": real(">= 0"),
+    "finetune.head_learning_rate": real(">= 0"),
+    "finetune.layer_decay": real("(0, 1]"),
+    "finetune.head_dropout": real("[0, 1)"),
+    "finetune.patience": integer(">= 0"),
     "mesh.data": integer(">= 1", also=-1),
     "mesh.fsdp": integer(">= 1", also=-1),
     "mesh.tensor": integer(">= 1", also=-1),

@@ -163,6 +163,41 @@ def _rtd_coefficients(train_config) -> dict[str, float]:
     }
 
 
+def _classify_terms(outputs: Mapping[str, Array], batch: Mapping[str, Array], train_config) -> Terms:
+    """Fine-tuning a classification head (lmx.models.heads): one label per row, each row weighs 1 ("rows").
+
+    Classes (logits [B, C], C > 1): cross-entropy of the label (label-smoothed if configured) and accuracy, from
+    cross_entropy_terms on a length-1 sequence. Regression (logits [B, 1], STS-B): the squared error of the score
+    ("mse"); the float labels are the targets.
+    """
+    logits = outputs["logits"].astype(jnp.float32)  # [B, C]
+    labels = batch["labels"][:, 0]  # [B] (rows carry their label as [B, 1], laid out like every batch feature)
+    rows = jnp.ones(labels.shape[:1] + (1,), jnp.float32)  # [B, 1]
+    if logits.shape[-1] == 1:
+        error = logits[:, 0] - labels.astype(jnp.float32)
+        return {"mse": (jnp.sum(jnp.square(error)), "rows")}
+    terms = cross_entropy_terms(
+        logits[:, None, :],
+        labels[:, None].astype(jnp.int32),
+        rows,
+        "rows",
+        z_loss=0.0,
+        label_smoothing=train_config.label_smoothing,
+    )
+    del terms["z_loss"]  # a softmax over a few classes needs no normaliser penalty
+    return terms
+
+
+def _rows(batch: Mapping[str, Array]) -> dict[str, Array]:
+    return {"rows": jnp.asarray(batch["labels"].shape[0], jnp.float32)}
+
+
+def _classify_coefficients(train_config) -> dict[str, float]:
+    """The mean cross-entropy over rows (smoothed if configured), or the mean squared error of a regression."""
+    xent = "smoothed_cross_entropy" if train_config.label_smoothing > 0 else "cross_entropy"
+    return {xent: 1.0, "mse": 1.0}
+
+
 @dataclasses.dataclass(frozen=True)
 class Objective:
     """The loss side of one objective (its data side: lmx.data.tasks.DATA_OBJECTIVES[name])."""
@@ -201,6 +236,22 @@ OBJECTIVES: dict[str, Objective] = {
     ),
     # XLNet: the query stream's cross-entropy at the predicted tokens (the last 1/K of each factorization order).
     "plm": Objective(("xlnet",), _target_stream("encoder"), _target_tokens("encoder"), token_loss_coefficients),
+}
+
+# The objectives of fine-tuning (lmx.finetune), keyed by config.finetune.format; their data come from the downstream
+# tasks (lmx.finetune.downstream), not from a pretraining task, so config.data.objective never names them.
+FINETUNE_OBJECTIVES: dict[str, Objective] = {
+    # A classification or regression head on a pretrained body (lmx.models.heads).
+    "classify": Objective(
+        ("encoder_only", "electra", "encoder_decoder", "xlnet"), _classify_terms, _rows, _classify_coefficients
+    ),
+    # T5's text-to-text format: the target text's cross-entropy, by an encoder-decoder or a prefix-LM decoder.
+    "text_to_text": Objective(
+        ("encoder_decoder", "decoder_only"),
+        _target_stream("decoder"),
+        _target_tokens("decoder"),
+        token_loss_coefficients,
+    ),
 }
 
 

@@ -28,6 +28,8 @@ from lmx import preemption as preemption_lib
 from lmx import workdir as workdir_lib
 from lmx.config_lib import ConfigError
 from lmx.data import pipeline, tasks, vocab
+from lmx.finetune.session import FineTuning
+from lmx.finetune.session import validate as validate_finetune
 from lmx.models import build_model
 from lmx.models.options import check_model_config
 from lmx.nonfinite import NonFiniteGuard
@@ -61,13 +63,16 @@ def validate(config: ml_collections.ConfigDict, workdir: str) -> None:
             f"config.train.batch_size={t.batch_size} is not divisible by the {jax.process_count()} processes"
         )
     check_model_config(config.model)
-    objectives.check(config.data.objective, config.model.name)
-    for feature, length in tasks.model_feature_lengths(config.data).items():
-        if feature.endswith("_input_tokens") and length > config.model.max_length:
-            raise ConfigError(
-                f"{feature} of length {length} is over config.model.max_length={config.model.max_length}; "
-                "shorten config.data.inputs_length/targets_length or raise max_length"
-            )
+    if config.finetune.task:  # fine-tuning: the task, its format, lengths, layer decay, init_from's family
+        validate_finetune(config)
+    else:
+        objectives.check(config.data.objective, config.model.name)
+        for feature, length in tasks.model_feature_lengths(config.data).items():
+            if feature.endswith("_input_tokens") and length > config.model.max_length:
+                raise ConfigError(
+                    f"{feature} of length {length} is over config.model.max_length={config.model.max_length}; "
+                    "shorten config.data.inputs_length/targets_length or raise max_length"
+                )
     latest = checkpoint.latest_step(workdir)
     if latest is not None:
         checkpoint.check_compatible(workdir, latest, config.model)
@@ -100,6 +105,7 @@ class Run:
     train_iter: pipeline.DataIterator | None  # None when built with_data=False
     eval_dataset: dict | None  # input shard -> validation tf.data.Dataset of this process
     num_params: int
+    finetune: FineTuning | None = None  # a fine-tuning run's task, evaluation and best tracking (lmx.finetune)
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str, *, with_data: bool = True) -> Run:
@@ -108,6 +114,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, with_data: bool = 
     and the input pipelines: `train_iter` and `eval_dataset` are then None."""
     workdir = os.path.abspath(workdir)
     validate(config, workdir)
+    finetune = FineTuning.prepare(config) if config.finetune.task else None
+    config = finetune.config if finetune else config  # train.steps from finetune.epochs
 
     # Mesh.
     mesh = sharding.make_mesh(config.mesh)
@@ -123,26 +131,35 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, with_data: bool = 
                 f"the vocabulary has {vocabulary.vocab_size} ids (pieces + {config.data.extra_ids} sentinels) but "
                 f"config.model.vocab_size={config.model.vocab_size}; set vocab_size >= {vocabulary.vocab_size}"
             )
-        train_iter = pipeline.make_iterator(config, batch_sharding, split="train", shuffle=True)
-    if with_data and config.train.eval_steps > 0:
+        if finetune:
+            train_iter = finetune.train_iterator(vocabulary, batch_sharding)
+        else:
+            train_iter = pipeline.make_iterator(config, batch_sharding, split="train", shuffle=True)
+    if with_data and config.train.eval_steps > 0 and not finetune:
         eval_dataset = pipeline.make_datasets(config, batch_sharding, split="validation", shuffle=False)
 
-    # Model and optimizer.
-    model = build_model(config.model)
-    objective = objectives.OBJECTIVES[config.data.objective]
-    init_inputs = step.init_batch(tasks.model_feature_lengths(config.data))
+    # Model and optimizer (fine-tuning: a head on the body or the model itself, the task's objective).
+    model = finetune.build_model() if finetune else build_model(config.model)
+    objective = finetune.objective if finetune else objectives.OBJECTIVES[config.data.objective]
+    init_inputs = step.init_batch(finetune.feature_lengths if finetune else tasks.model_feature_lengths(config.data))
     root_key = jax.random.key(config.train.seed)
     init_key, dropout_key = jax.random.fold_in(root_key, 0), jax.random.fold_in(root_key, 1)
     init_params_fn = functools.partial(step.init_params, model=model, init_batch=init_inputs)
     # Adafactor factors each parameter by its logical axis names (abstract: nothing is allocated).
-    param_axes = nn.get_partition_spec(jax.eval_shape(init_params_fn, init_key))
-    tx, schedule = optim.make_optimizer(config.optim, config.train.steps, param_axes)
+    boxed = jax.eval_shape(init_params_fn, init_key)
+    param_axes = nn.get_partition_spec(boxed)
+    if finetune:  # the head's learning rate, layer-wise decay
+        tx, schedule = finetune.make_optimizer(param_axes, nn.unbox(boxed))
+    else:
+        tx, schedule = optim.make_optimizer(config.optim, config.train.steps, param_axes)
 
     # Shapes and shardings: nothing is allocated until the jitted init writes straight into its shardings.
     init_fn = functools.partial(
         step.init_state, model=model, tx=tx, init_batch=init_inputs, rows=config.train.batch_size
     )
     abstract_state, state_shardings = step.abstract_state_and_shardings(init_fn, init_params_fn, init_key, mesh, rules)
+    if finetune and with_data:
+        finetune.attach_evaluator(vocabulary, model, (mesh, rules, batch_sharding, state_shardings.params))
     return Run(
         config=config,
         workdir=workdir,
@@ -161,6 +178,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, with_data: bool = 
         train_iter=train_iter,
         eval_dataset=eval_dataset,
         num_params=count_params(abstract_state.params),
+        finetune=finetune,
     )
 
 
@@ -217,7 +235,8 @@ def _train(run: Run, preemption: preemption_lib.PreemptionWatcher) -> dict[str, 
     started = time.time()
 
     # Restore or initialise (before writing anything, so a checkpoint that cannot be read costs nothing).
-    manager = checkpoint.make_manager(workdir, config.checkpoint)
+    fine = run.finetune
+    manager = checkpoint.make_manager(workdir, config.checkpoint, keep_best=fine is not None)
     start = manager.latest_step()
     if start is not None:
         state = checkpoint.restore(manager, start, run.abstract_state, run.state_shardings, run.train_iter)
@@ -225,19 +244,28 @@ def _train(run: Run, preemption: preemption_lib.PreemptionWatcher) -> dict[str, 
     else:
         with jax.set_mesh(mesh), nn.logical_axis_rules(run.rules):
             state = jax.jit(run.init_fn, out_shardings=run.state_shardings)(run.init_key)
-        if config.checkpoint.init_from:
-            params = checkpoint.restore_params(config.checkpoint.init_from, run.abstract_state, run.state_shardings)
-            state = state.replace(params=params)
         start, resumed = 0, None
+        if config.checkpoint.init_from:  # fine-tuning: the body from the checkpoint, the head (fine.fresh) fresh
+            fresh = fine.fresh if fine else ()
+            params = checkpoint.restore_init_from(
+                config.checkpoint.init_from, state.params, run.state_shardings.params, fresh=fresh
+            )
+            state = state.replace(params=params)
+            resumed = f"Parameters from {checkpoint.resolve_init_from(config.checkpoint.init_from)}" + (
+                f" (fresh: {', '.join(fresh)})" if fresh else ""
+            )
     writer = metrics.MetricWriter(workdir, enabled=is_lead, start_step=start, started=started)
     if resumed:
         writer.text(resumed)
     if is_lead:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json(indent=2))
-    tokens_per_step = config.train.batch_size * tasks.input_tokens_per_row(config.data)
+    tokens_per_step = config.train.batch_size * (
+        fine.tokens_per_row if fine else tasks.input_tokens_per_row(config.data)
+    )
     platform, device_kind = jax.devices()[0].platform, jax.devices()[0].device_kind
-    peak = metrics.peak_flops_per_device(device_kind, config.model.dtype)
+    # lmx.flops counts the pretraining objectives' models: no MFU for fine-tuning
+    peak = None if fine else metrics.peak_flops_per_device(device_kind, config.model.dtype)
     flops_per_step = flops.train_flops_per_step(config)["total"] if peak else 0.0
     writer.text(
         f"model {config.model.name}: {run.num_params:,} parameters ({run.num_params / 1e6:.1f}M); "
@@ -257,6 +285,8 @@ def _train(run: Run, preemption: preemption_lib.PreemptionWatcher) -> dict[str, 
     )
 
     def evaluate(params) -> dict[str, float]:
+        if fine:  # the task's metrics on the whole validation split
+            return fine.evaluate(params)
         # The validation stream restarts each time, so every evaluation sees the same batches.
         totals = None
         eval_iter = pipeline.DataIterator(run.eval_dataset)
@@ -283,10 +313,15 @@ def _train(run: Run, preemption: preemption_lib.PreemptionWatcher) -> dict[str, 
     guard = NonFiniteGuard(config.train.on_nonfinite)
     checkpoints = checkpoint.checkpoint_dir(workdir)
     current = start
+    # Fine-tuning: the best evaluation so far and early stopping (rebuilt from metrics.jsonl when resuming).
+    tracker = fine.tracker(workdir, start) if fine else None
+    stopped = bool(tracker and tracker.should_stop)
+    if stopped:
+        writer.text(f"Training already stopped early at step {start}: {tracker.describe()}")
     first_step_started = time.perf_counter()
     try:
         with jax.set_mesh(mesh), nn.logical_axis_rules(run.rules):
-            while current < total:
+            while current < total and not stopped:
                 batch = sharding.global_batch_from_host(next(run.train_iter), run.batch_sharding)
                 state, train_metrics = train_step(state, batch, run.dropout_key)
                 current += 1
@@ -303,15 +338,25 @@ def _train(run: Run, preemption: preemption_lib.PreemptionWatcher) -> dict[str, 
                     train_values.update(throughput.update(current))  # nothing until a step was measured
                     writer.write(current, train_values, prefix="train")
                     bar.set_postfix(loss=f"{train_values['loss']:.3f}")
-                if run.eval_dataset is not None and (
+                selection = None  # fine-tuning: this step's selection metric, saved with its checkpoint
+                if (run.eval_dataset is not None or fine) and (
                     (config.train.eval_every and current % config.train.eval_every == 0) or current == total
                 ):
                     eval_metrics = evaluate(state.params)
                     writer.write(current, eval_metrics, prefix="eval")
+                    if tracker:
+                        tracker.add(current, eval_metrics)
+                        selection, stopped = eval_metrics[tracker.metric], tracker.should_stop
+                        writer.text(f"step {current}: {tracker.describe()}" + ("; stopping early" if stopped else ""))
                     throughput.restart(current)  # keep evaluation time out of the train rates
-                if current % config.checkpoint.every_steps == 0 or current == total or preempted:
+                if (
+                    current % config.checkpoint.every_steps == 0
+                    or current == total
+                    or preempted
+                    or selection is not None
+                ):
                     guard.check()  # never checkpoint a state that followed a non-finite step
-                    checkpoint.save(manager, current, state, run.train_iter, config)
+                    checkpoint.save(manager, current, state, run.train_iter, config, best_metric=selection)
                     background = " (written in the background)" if config.checkpoint.async_save else ""
                     writer.text(f"Checkpoint of step {current}: {checkpoints}/{current}{background}")
                 if preempted:
@@ -324,6 +369,9 @@ def _train(run: Run, preemption: preemption_lib.PreemptionWatcher) -> dict[str, 
         writer.close()
     if preemption.received:
         raise preemption.stopped(current)
+    if tracker and is_lead:
+        path = fine.write_results(workdir, tracker, steps=current, wall_s=writer.elapsed())
+        writer.text(f"Results: {path} ({tracker.describe()}; checkpoint {checkpoints}/{tracker.best_step})")
     losses = [f"train loss {train_values['loss']:.4g}"] if train_values else []
     losses += [f"eval loss {eval_metrics['loss']:.4g}"] if eval_metrics else []
     writer.text(

@@ -64,6 +64,11 @@ def transformers():
     return requires("transformers")
 
 
+@pytest.fixture(scope="session")
+def matplotlib():
+    return requires("matplotlib")  # experiments/' plots (setup.py's runtime dependencies)
+
+
 def pytest_terminal_summary(terminalreporter):
     """Says at the end of the run how many tests did not run for want of data or packages."""
     skipped = [r for r in terminalreporter.stats.get("skipped", []) if MISSING in str(r.longrepr)]

@@ -19,7 +19,6 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import requires
 from lmx_cli import COMPILATION_CACHE, REPO, xla_flags
 
 from experiments.harness import cli, compute, runner
@@ -78,8 +77,7 @@ def test_first_reach_interpolates_between_evaluations():
     assert first_reach(points, 2.0) is None
 
 
-def test_mean_and_std_over_seeds_match_numpy_and_finished_runs_are_skipped(tmp_path):
-    requires("matplotlib")  # the plots; setup.py's test extra must install it for CI
+def test_mean_and_std_over_seeds_match_numpy_and_finished_runs_are_skipped(tmp_path, matplotlib):
     study = Study("synthetic", "?", (Run("tiny", "configs/t5_tiny.py", {"train.steps": 40}),), seeds=(0, 1, 2))
     rng = np.random.default_rng(0)
     finals = {"train/loss": [], "eval/loss": [], "train/seconds_per_step": []}
@@ -207,9 +205,8 @@ def smoke_args(root: pathlib.Path, name: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def smoke(shared_data, tmp_path_factory):
+def smoke(shared_data, matplotlib, tmp_path_factory):
     """Runs the smoke studies; returns (their folder, study name -> exit status)."""
-    requires("matplotlib")
     root = tmp_path_factory.mktemp("experiments")
     statuses = {}
 

@@ -10,6 +10,8 @@ so packing works with absolute and rotary positions). outputs: a dict with at le
 also under scan and remat); families add their own outputs ("pooled" for encoder-only heads).
 A model that carries state from one step to the next (XLNet's memory) defines `initial_carry(rows)`, takes
 `carry=` and returns the next one as outputs["carry"]; lmx.step.TrainState.carry holds it between steps.
+Fine-tuning (config.finetune.format="classify") builds, instead of the family's model, its classifier
+(lmx.models.heads.CLASSIFIERS: the same parameters plus a `classifier_head`; outputs "logits" [B, classes]).
 """
 
 from __future__ import annotations
