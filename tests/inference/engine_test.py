@@ -36,7 +36,7 @@ def engine(family: str, mesh: tuple = (("data", 1), ("fsdp", -1), ("tensor", 1),
 PROMPTS = ["The king", "Once upon a time there", "To be, or"]
 
 
-@pytest.mark.parametrize("family", ["gpt2", "t5_1_1"])
+@pytest.mark.parametrize("family", ["gpt2"])  # T5 generates through the engine in the scoring test
 def test_batched_generation_equals_each_request_alone_and_streams_its_chunks(family):
     e = engine(family)
     requests = [
