@@ -31,6 +31,28 @@ LINE_FIELDS = {
 }
 
 
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# A line's own settings: field -> (check, what it must be).
+LINE_CHECKS = {
+    "max_tokens": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "temperature": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "top_k": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (0 = off)"),
+    "top_p": (lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "seed": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "stop": (
+        lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
+        "a string or a list of strings",
+    ),
+}
+
+
 class BadInput(ValueError):
     pass
 
@@ -103,6 +125,9 @@ def read_requests(path: str, mode: str) -> list[dict]:
                 raise BadInput(f"--input={path} line {number}: unknown fields {unknown} for --mode={mode}")
             if mode == "score" and not (isinstance(record.get("target"), str) and record["target"]):
                 raise BadInput(f'--input={path} line {number}: --mode=score needs a non-empty "target"')
+            for field, (ok, wanted) in LINE_CHECKS.items():
+                if field in record and not ok(record[field]):
+                    raise BadInput(f"--input={path} line {number}: {field}={record[field]!r} is not {wanted}")
             requests.append(record)
     if not requests:
         raise BadInput(f"--input={path} holds no requests")
