@@ -2,9 +2,10 @@
 model than BERT's masked-LM? (Clark et al. 2020, Table 1 and Figure 1; README.md here.)
 
 bert_tiny (MLM) and electra_tiny (RTD: bert_tiny's model as the discriminator and a generator a quarter of its width)
-pretrain on the same text; ELECTRA gets the steps that spend bert_tiny's FLOPs (lmx.flops counts the generator and
-its MLM head). Each pretrained model of each seed is then fine-tuned on SST-2 and CoLA with the fine-tuning configs
-(configs/finetune_sst2.py:<model>, configs/finetune_cola.py:<model>) from its final checkpoint.
+pretrain on the same text for the same FLOPs (lmx.flops counts ELECTRA's generator and its MLM head): the objectives
+study's budget, so bert_tiny's run is shared with it. Each pretrained model of each seed is then fine-tuned on SST-2
+and CoLA with the fine-tuning configs (configs/finetune_sst2.py:<model>, configs/finetune_cola.py:<model>) from its
+final checkpoint.
 """
 
 from __future__ import annotations
@@ -13,19 +14,21 @@ from experiments.harness import compute
 from experiments.harness.records import Results
 from experiments.harness.study import GUTENBERG, Run, Study
 from experiments.harness.tables import Table, fixed, stat
+from experiments.objectives import study as objectives
 
-MLM_STEPS = 600  # bert_tiny's own recipe (configs/bert_tiny.py); ELECTRA gets the same FLOPs
+# The compute budget: the objectives study's (600 steps of t5_tiny = 611 steps of bert_tiny, next to bert_tiny's own
+# recipe of 600), so that bert_tiny's pretraining and its SST-2 fine-tuning are one run shared by both studies.
+BUDGET = objectives.BUDGET
 EVALUATION = {"train.eval_every": 100, "train.eval_steps": 4, "train.log_every": 25}
 PRETRAINED = {"bert": ("configs/bert_tiny.py", "MLM"), "electra": ("configs/electra_tiny.py", "RTD")}
 TASKS = {"sst2": "configs/finetune_sst2.py", "cola": "configs/finetune_cola.py"}
 
 
 def build() -> Study:
-    bert_flops = compute.cost(PRETRAINED["bert"][0], GUTENBERG)["total"]
+    budget = compute.cost(BUDGET[0], GUTENBERG)["total"] * BUDGET[1]
     runs = []
     for name, (config, objective) in PRETRAINED.items():
-        flops = compute.cost(config, GUTENBERG)["total"]
-        steps = compute.equal_compute_steps(bert_flops, MLM_STEPS, flops)
+        steps = compute.equal_compute_steps(budget, 1, compute.cost(config, GUTENBERG)["total"])
         runs.append(Run(name, config, {"train.steps": steps}, group=f"{name} ({objective})"))
     for name, (config, _) in PRETRAINED.items():
         model = config.removeprefix("configs/").removesuffix(".py")
@@ -74,9 +77,10 @@ def tables(results: Results) -> list[Table]:
     columns = ["pretraining", "config", "steps", "GFLOP/step", "PFLOP", "pretraining wall s", "SST-2 accuracy"]
     columns += ["CoLA MCC", "mean of the two"]
     note = (
-        "Equal compute: ELECTRA's steps = bert_tiny's x bert_tiny's FLOPs per step / electra_tiny's (lmx.flops, the "
-        "generator included). SST-2 accuracy and CoLA Matthews correlation: the best dev value of each fine-tuning "
-        "run (its results.json), mean ± std over the pretraining seeds (each fine-tuned with its own seed). The "
+        "Equal compute: each run's steps spend the budget of the objectives study (t5_tiny's 600 steps) at its own "
+        "FLOPs per step (lmx.flops, ELECTRA's generator included). SST-2 accuracy and CoLA Matthews correlation: "
+        "the best dev value of each fine-tuning run (its results.json), mean ± std over the pretraining seeds (each "
+        "fine-tuned with its own seed). The "
         "paper reports the GLUE dev score of ELECTRA-Small 79.9 vs BERT-Small 75.1 (Table 1)."
     )
     return [Table("Pretraining at equal compute, then fine-tuning", columns, rows, note)]

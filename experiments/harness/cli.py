@@ -3,7 +3,8 @@
     (no flag)         run every (run, seed) not finished yet, then write results.md and the plots
     --smoke           two steps per run, first seed only, into experiments/<study>/smoke/ (not the real results)
     --out=DIR         where results.md and the plots go (default experiments/<study>, or .../smoke with --smoke)
-    --runs=DIR        the runs' folder (default OUT/runs); studies given the same folder share identical runs
+    --runs=DIR        the runs' folder (default experiments/runs, shared by the studies: an identical run of two
+                      studies runs once; with --out or --smoke, OUT/runs)
     --only=A,B        just these runs (and the pretrain runs they start from)
     --seeds=0,1,2     other seeds than the study's
     --plan            print each run's steps, FLOPs, parameters and command line; run nothing
@@ -33,7 +34,7 @@ def parse_args(name: str, argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--smoke", action="store_true", help="two steps per run, one seed (into .../smoke/)")
     parser.add_argument("--out", type=pathlib.Path, help="folder of results.md and the plots")
-    parser.add_argument("--runs", type=pathlib.Path, help="folder of the runs' workdirs (default OUT/runs)")
+    parser.add_argument("--runs", type=pathlib.Path, help="folder of the runs' workdirs (default experiments/runs)")
     parser.add_argument("--only", default="", help="comma-separated run names")
     parser.add_argument("--seeds", default="", help="comma-separated seeds instead of the study's")
     mode = parser.add_mutually_exclusive_group()
@@ -80,7 +81,10 @@ def main(build: Callable[[], Study], argv: Sequence[str] | None = None) -> int:
     full = build()
     study = select(full, args)
     out = args.out or REPO / "experiments" / full.name / ("smoke" if args.smoke else "")
-    runs_dir = (args.runs or out / "runs").resolve()
+    # The studies share one runs folder: electra_vs_mlm's bert_tiny is objectives' MLM run, architectures' T5.1.1
+    # is objectives' span corruption (runner.workdir finds a finished run of the same key under another name).
+    shared = REPO / "experiments" / "runs" if not (args.out or args.smoke) else out / "runs"
+    runs_dir = (args.runs or shared).resolve()
     if args.plan:
         print_plan(study, runs_dir)
         return 0

@@ -92,6 +92,13 @@ def child_env() -> dict[str, str]:
     env = dict(os.environ)
     # As the Makefile: XLA:CPU maps its step temporaries afresh every step; huge pages make CPU steps ~5% faster.
     env.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+    # One persistent XLA compilation cache for every run: a run's second seed (and a rerun) loads its train and eval
+    # steps instead of compiling them again (bert_tiny: 33 s -> 19 s from start to 5 steps). Seeds are arguments,
+    # not constants, so seeds share programs. A run's elapsed_s includes its compilation, so a cached seed is
+    # faster to its first step than the first seed; comparisons within a seed are unaffected.
+    cache = os.environ.get("LMX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "lmx")
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(cache, "xla"))
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
