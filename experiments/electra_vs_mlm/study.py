@@ -5,7 +5,7 @@ bert_tiny (MLM) and electra_tiny (RTD: bert_tiny's model as the discriminator an
 pretrain on the same text for the same FLOPs (lmx.flops counts ELECTRA's generator and its MLM head): the objectives
 study's budget, so bert_tiny's run is shared with it. Each pretrained model of each seed is then fine-tuned on SST-2
 and CoLA with the fine-tuning configs (configs/finetune_sst2.py:<model>, configs/finetune_cola.py:<model>) from its
-final checkpoint.
+final checkpoint; bert_tiny fine-tuned from random initialisation (same vocabulary) is the control.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ def build() -> Study:
         model = config.removeprefix("configs/").removesuffix(".py")
         for task, finetune in TASKS.items():
             runs.append(Run(f"{name}_{task}", f"{finetune}:{model}", stage="finetune", after=name))
+    for task, finetune in TASKS.items():  # the control: bert_tiny fine-tuned from random initialisation
+        runs.append(Run(f"scratch_{task}", f"{finetune}:bert_tiny", stage="finetune", after="bert", from_scratch=True))
     return Study(
         name="electra_vs_mlm",
         question=(
@@ -74,6 +76,11 @@ def tables(results: Results) -> list[Table]:
                 stat(both, ".4f"),
             ]
         )
+    scores = {task: best_by_seed(results, f"scratch_{task}") for task in TASKS}
+    if any(scores.values()):
+        both = [(scores["sst2"][s] + scores["cola"][s]) / 2 for s in scores["sst2"] if s in scores["cola"]]
+        control = ["none: bert_tiny from random initialisation", "`configs/bert_tiny.py`", 0, "", "0", ""]
+        rows.append(control + [stat(list(scores[t].values()), ".4f") for t in TASKS] + [stat(both, ".4f")])
     columns = ["pretraining", "config", "steps", "GFLOP/step", "PFLOP", "pretraining wall s", "SST-2 accuracy"]
     columns += ["CoLA MCC", "mean of the two"]
     note = (

@@ -68,7 +68,8 @@ def print_plan(study: Study, runs_dir: pathlib.Path) -> None:
         length = "" if run.stage == "bench" else f"{info.steps} steps"
         print(f"{run.name} [{run.stage}]: {length}{cost}")
         seed = study.seeds[0]
-        extra = {"checkpoint.init_from": f"<{run.after} seed {seed}>/checkpoints/<last>"} if run.after else None
+        start = run.after and not run.from_scratch
+        extra = {"checkpoint.init_from": f"<{run.after} seed {seed}>/checkpoints/<last>"} if start else None
         print("    " + " ".join(command(study, run, seed, runner.workdir(runs_dir, study, run, seed), extra)))
 
 

@@ -71,7 +71,7 @@ def finetune_table(results: Results) -> Table | None:
             [
                 run.name,
                 f"`{run.config}`",
-                run.after,
+                f"none (random init, {run.after}'s vocabulary)" if run.from_scratch else run.after,
                 first.get("task", "n/a"),
                 first.get("metric", "n/a"),
                 f"{len(done)}/{len(results.study.seeds)}",

@@ -61,18 +61,18 @@ def latest_checkpoint(path: pathlib.Path) -> pathlib.Path | None:
 
 
 def finetune_inputs(study: Study, run: Run, pretrain_dir: pathlib.Path, seed: int) -> dict[str, object]:
-    """init_from = the pretrain run's final checkpoint; the vocabulary = the one the pretrain run used (the
-    fine-tuning config loads its pretrained config's data section, which says nothing of our corpus overrides, so
-    the file is named outright: lmx's cache path for the pretrain run's data settings, or its own vocab_path)."""
+    """init_from = the pretrain run's final checkpoint (none for a from_scratch control); the vocabulary = the one
+    the pretrain run used (the fine-tuning config loads its pretrained config's data section, which says nothing of
+    our corpus overrides, so the file is named outright: lmx's cache path for the pretrain run's data settings, or its
+    own vocab_path)."""
     from lmx.data import vocab
 
     pretrain = study.run(run.after)
     data = compute.load(pretrain.config, run_overrides(study, pretrain, seed)).data
-    checkpoint = latest_checkpoint(pretrain_dir)
-    return {
-        "checkpoint.init_from": str(checkpoint),
-        "data.vocab_path": data.vocab_path or vocab.cached_vocab_path(data),
-    }
+    inputs = {"data.vocab_path": data.vocab_path or vocab.cached_vocab_path(data)}
+    if not run.from_scratch:
+        inputs["checkpoint.init_from"] = str(latest_checkpoint(pretrain_dir))
+    return inputs
 
 
 def commit() -> str:

@@ -64,6 +64,9 @@ class Run:
     overrides: Mapping[str, object] = dataclasses.field(default_factory=dict)  # "train.steps" -> 600
     stage: str = "pretrain"  # pretrain | finetune | bench
     after: str = ""  # finetune: the pretrain run whose final checkpoint (of the same seed) it starts from
+    # finetune: start from random initialisation instead, with the `after` run's vocabulary: the control that says
+    # whether pretraining helped at all
+    from_scratch: bool = False
     group: str = ""  # runs of one group share a plot panel and a table section
     bench_args: tuple[str, ...] = ()  # bench: lmx.bench's own flags, e.g. ("--steps=10", "--warmup=2")
 
@@ -72,6 +75,8 @@ class Run:
             raise ValueError(f"run {self.name}: stage={self.stage!r} is not one of {STAGES}")
         if (self.stage == "finetune") != bool(self.after):
             raise ValueError(f"run {self.name}: a finetune run names its pretrain run in after=, other stages do not")
+        if self.from_scratch and self.stage != "finetune":
+            raise ValueError(f"run {self.name}: from_scratch is for finetune runs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +148,8 @@ class Study:
             "bench_args": list(self.bench_args(run)),
             "after": self.key(self.run(run.after)) if run.after else "",
         }
+        if run.from_scratch:  # only then, so that the keys of every other run stay what they were
+            spec["from_scratch"] = True
         return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
 
 
