@@ -181,10 +181,10 @@ def test_a_from_scratch_control_gets_the_pretrain_vocabulary_but_not_its_checkpo
     control, pretrained = study.run("scratch_sst2"), study.run("bert_sst2")
     assert control.config == pretrained.config and control.after == pretrained.after == "bert"
     assert study.key(control) != study.key(pretrained)  # the control never reuses the pretrained run's folder
-    (tmp_path / "checkpoints" / "611").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "407").mkdir(parents=True)
     inputs = runner.finetune_inputs(study, control, tmp_path, 0)
     assert inputs == {"data.vocab_path": runner.finetune_inputs(study, pretrained, tmp_path, 0)["data.vocab_path"]}
-    assert runner.finetune_inputs(study, pretrained, tmp_path, 0)["checkpoint.init_from"].endswith("checkpoints/611")
+    assert runner.finetune_inputs(study, pretrained, tmp_path, 0)["checkpoint.init_from"].endswith("checkpoints/407")
     with pytest.raises(ValueError, match="from_scratch is for finetune runs"):
         Run("x", "configs/bert_tiny.py", from_scratch=True)
 

@@ -2,7 +2,7 @@
 2020, Table 4 for objectives, Table 2 for objectives x architectures; README.md here.)
 
 Four objectives, each on the architecture it is usually paired with and lmx's tiny config of it:
-  span corruption  T5.1.1-tiny encoder-decoder (configs/t5_tiny.py)           the budget: its 600 steps
+  span corruption  T5.1.1-tiny encoder-decoder (configs/t5_tiny.py)           the budget: 400 steps
   prefix LM        the same model, prefix -> continuation (configs/t5_prefix_lm.py:tiny), as T5's Table 4 runs it
   causal LM        the modern decoder (configs/decoder_tiny.py)
   MLM              bert_tiny (configs/bert_tiny.py)
@@ -17,7 +17,7 @@ from experiments.harness.records import Results
 from experiments.harness.study import GUTENBERG, Run, Study
 from experiments.harness.tables import Table, fixed, stat
 
-BUDGET = ("configs/t5_tiny.py", 600)  # span corruption's config and steps set every run's FLOPs
+BUDGET = ("configs/t5_tiny.py", 400)  # span corruption's config and steps set every run's FLOPs (the config: 600)
 EVALUATION = {"train.eval_every": 100, "train.eval_steps": 4, "train.log_every": 25}
 # objective -> (pretraining config, architecture, the fine-tuning config's argument: the model the checkpoint holds;
 # t5_prefix_lm.py:tiny trains t5_tiny's model, so it fine-tunes as t5_tiny)
