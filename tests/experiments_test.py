@@ -189,6 +189,11 @@ def test_a_from_scratch_control_gets_the_pretrain_vocabulary_but_not_its_checkpo
         Run("x", "configs/bert_tiny.py", from_scratch=True)
 
 
+def test_training_runs_share_compiled_programs_but_benchmarks_compile():
+    assert runner.child_env("pretrain")["JAX_COMPILATION_CACHE_DIR"]
+    assert "JAX_COMPILATION_CACHE_DIR" not in runner.child_env("bench")  # lmx.bench reports compile time
+
+
 def test_a_study_runs_from_the_repository_root():
     done = subprocess.run(
         [sys.executable, "-m", "experiments.switch_vs_dense", "--help"], cwd=REPO, capture_output=True, text=True
