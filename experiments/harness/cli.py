@@ -82,8 +82,8 @@ def main(build: Callable[[], Study], argv: Sequence[str] | None = None) -> int:
     full = build()
     study = select(full, args)
     out = args.out or REPO / "experiments" / full.name / ("smoke" if args.smoke else "")
-    # The studies share one runs folder: electra_vs_mlm's bert_tiny is objectives' MLM run, architectures' T5.1.1
-    # is objectives' span corruption (runner.workdir finds a finished run of the same key under another name).
+    # The studies share one runs folder: electra_vs_mlm's bert_tiny is objectives' MLM run, architectures' T5.1.0
+    # is switch_vs_dense's dense T5 (runner.workdir finds a finished run of the same key under another name).
     shared = REPO / "experiments" / "runs" if not (args.out or args.smoke) else out / "runs"
     runs_dir = (args.runs or shared).resolve()
     if args.plan:
